@@ -1,0 +1,1 @@
+//! Node API (placeholder, being written).

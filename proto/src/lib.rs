@@ -1,0 +1,19 @@
+//! Protocol buffer definitions and generated gRPC code for Signet.
+//!
+//! - [`node`]: the node API between `signet-agent` and `signet-issuer` (gRPC over TLS).
+//! - [`admin`]: the admin API of `signet-issuer` (gRPC on a private Unix socket).
+//!
+//! The `.proto` sources live in `proto/proto/`; code is generated at build time by protox (no system
+//! `protoc` needed). This crate contains no logic.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// Node API: attestation, agent SVID renewal, entry sync, batch X509-SVID signing.
+pub mod node {
+    tonic::include_proto!("signet.node.v1");
+}
+
+/// Admin API: entries, join tokens, agents, bundles, CA, minting, health.
+pub mod admin {
+    tonic::include_proto!("signet.admin.v1");
+}

@@ -1,0 +1,15 @@
+//! SPIFFE primitives shared by every Signet crate.
+//!
+//! - [`id`]: SPIFFE IDs and trust domains, with every rule of the SPIFFE-ID standard.
+//! - [`bundle`]: the SPIFFE trust bundle (a JWK Set with `spiffe_sequence` and `spiffe_refresh_hint`).
+//! - [`svid`]: the X509-SVID rules, for leaves and signing certificates, and chain verification.
+//! - [`tls`]: rustls verifiers that authenticate peers by SPIFFE ID against a trust bundle.
+//!
+//! This crate holds no keys and performs no I/O.
+
+pub mod bundle;
+pub mod id;
+pub mod svid;
+pub mod tls;
+
+pub use id::{IdError, SpiffeId, TrustDomain};
