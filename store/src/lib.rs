@@ -9,11 +9,17 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod audit;
+mod common;
 mod model;
 pub mod postgres;
 pub mod sqlite;
 pub mod testsuite;
 
+pub use audit::{
+    AuditChainError, GENESIS_HASH, audit_hash, canonical_event_json, canonical_json,
+    verify_audit_chain, verify_audit_chain_after,
+};
 pub use model::*;
 
 /// Errors returned by a [`Store`].
@@ -64,6 +70,8 @@ pub trait Store: Send + Sync + 'static {
     /// and selector set exists.
     async fn create_entry(&self, entry: NewEntry) -> Result<RegistrationEntry>;
     /// Replaces every mutable field of the entry with `entry.id`; bumps its revision.
+    /// A non-zero `entry.revision` must equal the stored one (else [`StoreError::Conflict`]);
+    /// `0` updates unconditionally. Unknown id: [`StoreError::NotFound`].
     async fn update_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry>;
     /// Deletes an entry and records a tombstone so agents learn of the deletion.
     async fn delete_entry(&self, id: &str) -> Result<RegistrationEntry>;
@@ -77,8 +85,10 @@ pub trait Store: Send + Sync + 'static {
         page: &Page,
     ) -> Result<(Vec<RegistrationEntry>, Option<String>)>;
     /// All entries whose `parent_id` is one of `parent_ids`.
-    async fn list_entries_by_parents(&self, parent_ids: &[String])
-    -> Result<Vec<RegistrationEntry>>;
+    async fn list_entries_by_parents(
+        &self,
+        parent_ids: &[String],
+    ) -> Result<Vec<RegistrationEntry>>;
     /// Entries created or updated, and ids deleted, with a revision strictly greater than `since`,
     /// plus the current store revision.
     async fn entry_changes_since(&self, since: i64) -> Result<EntryChanges>;
@@ -90,10 +100,12 @@ pub trait Store: Send + Sync + 'static {
     // ---- attested agents ----
 
     /// Records a newly attested agent and, in the same transaction, creates `alias_entries`.
-    /// Re-attestation of an existing, non-banned agent replaces its record.
+    /// Re-attestation of an existing, non-banned agent replaces its record (keeping `created_at`
+    /// and `banned`); alias entries that already exist with the same identity are left as they are.
     /// Fails with [`StoreError::Conflict`] if the agent exists and is banned.
     async fn create_agent(&self, agent: AttestedAgent, alias_entries: Vec<NewEntry>) -> Result<()>;
-    /// Updates an agent's SVID serial and expiry after renewal.
+    /// Updates an agent's SVID serial and expiry after renewal (and `updated_at` to now).
+    /// Fails with [`StoreError::NotFound`] or, for a banned agent, [`StoreError::Conflict`].
     async fn update_agent_svid(&self, spiffe_id: &str, serial: &str, expires_at: i64)
     -> Result<()>;
     /// Fetches one agent.
@@ -125,7 +137,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_bundle(&self, trust_domain: &str) -> Result<Option<StoredBundle>>;
     /// Lists every bundle, ordered by trust domain.
     async fn list_bundles(&self) -> Result<Vec<StoredBundle>>;
-    /// Deletes a bundle.
+    /// Deletes a bundle ([`StoreError::NotFound`] if there is none).
     async fn delete_bundle(&self, trust_domain: &str) -> Result<()>;
 
     // ---- CA journal ----
@@ -162,10 +174,16 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(postgres::PostgresStore::open(url).await?))
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
     } else {
+        // Name only the scheme: the rest of a URL may hold a password.
+        let scheme = url
+            .split_once("://")
+            .map_or_else(|| "no scheme".to_owned(), |(s, _)| format!("scheme {s:?}"));
         Err(StoreError::InvalidUrl(format!(
-            "{url:?}: expected sqlite://PATH or postgres://..."
+            "unsupported datastore URL ({scheme}): expected sqlite://PATH or postgres://..."
         )))
     }
 }
