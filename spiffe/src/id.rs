@@ -2,8 +2,8 @@
 //!
 //! `spiffe://<trust-domain>/<path>`: the scheme and trust domain are lowercase, the trust domain uses
 //! `[a-z0-9.-_]`, path segments use `[a-zA-Z0-9.-_]`, no segment is empty, `.` or `..`, there is no
-//! trailing `/`, no percent-encoding, port, userinfo, query or fragment, and the whole ID is at most
-//! 2048 bytes.
+//! trailing `/`, no percent-encoding, port, userinfo, query or fragment, the trust domain is at most
+//! 255 bytes and the whole ID is at most 2048 bytes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +15,10 @@ pub const SCHEME_PREFIX: &str = "spiffe://";
 
 /// The longest SPIFFE ID accepted, in bytes.
 pub const MAX_ID_LEN: usize = 2048;
+
+/// The longest trust domain name accepted, in bytes (the RFC 3986 limit on a URI host, which the
+/// SPIFFE-ID standard adopts in section 2.3).
+pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
 /// Why a SPIFFE ID or trust domain was rejected. Each variant names one rule of the standard.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +34,9 @@ pub enum IdError {
     #[error("SPIFFE ID has no trust domain")]
     MissingTrustDomain,
     /// The trust domain contains a character outside `[a-z0-9.-_]` (uppercase included).
-    #[error("trust domain contains {0:?}: only lowercase letters, digits, '.', '-' and '_' are allowed")]
+    #[error(
+        "trust domain contains {0:?}: only lowercase letters, digits, '.', '-' and '_' are allowed"
+    )]
     BadTrustDomainChar(char),
     /// A `:` was found in the authority: a port is not allowed.
     #[error("SPIFFE ID must not contain a port")]
@@ -65,6 +71,9 @@ pub enum IdError {
     /// The ID is longer than [`MAX_ID_LEN`] bytes.
     #[error("SPIFFE ID is longer than {MAX_ID_LEN} bytes")]
     TooLong,
+    /// The trust domain name is longer than [`MAX_TRUST_DOMAIN_LEN`] bytes.
+    #[error("trust domain is longer than {MAX_TRUST_DOMAIN_LEN} bytes")]
+    TrustDomainTooLong,
 }
 
 /// A validated trust domain name such as `example.org` (without the scheme).
@@ -80,7 +89,9 @@ impl TrustDomain {
         if input.is_empty() {
             return Err(IdError::Empty);
         }
-        if input.contains("://") {
+        // Like go-spiffe, `:/` (not only `://`) means "this is meant as an ID", so that a typo such
+        // as `spiffe:/example.org` is reported as a bad scheme rather than as a port.
+        if input.contains(":/") {
             let id = SpiffeId::parse(input)?;
             if !id.path().is_empty() {
                 return Err(IdError::BadTrustDomainChar('/'));
@@ -179,11 +190,11 @@ impl SpiffeId {
         if authority.is_empty() {
             return Err(IdError::MissingTrustDomain);
         }
+        // `@` anywhere in the authority means userinfo (even `user:password@host`, whose `:` is not
+        // a port). Otherwise the first character outside the trust-domain set names the rule: `:`
+        // is a port, anything else a bad character (so `[::1]` reports '[' rather than a port).
         if authority.contains('@') {
             return Err(IdError::UserInfo);
-        }
-        if authority.contains(':') {
-            return Err(IdError::Port);
         }
         validate_trust_domain(authority)?;
         validate_path(path)?;
@@ -245,8 +256,8 @@ fn validate_trust_domain(name: &str) -> Result<(), IdError> {
     if name.is_empty() {
         return Err(IdError::MissingTrustDomain);
     }
-    if name.len() > MAX_ID_LEN - SCHEME_PREFIX.len() {
-        return Err(IdError::TooLong);
+    if name.len() > MAX_TRUST_DOMAIN_LEN {
+        return Err(IdError::TrustDomainTooLong);
     }
     for c in name.chars() {
         match c {
@@ -254,6 +265,8 @@ fn validate_trust_domain(name: &str) -> Result<(), IdError> {
             ':' => return Err(IdError::Port),
             '@' => return Err(IdError::UserInfo),
             '%' => return Err(IdError::PercentEncoded),
+            '?' => return Err(IdError::Query),
+            '#' => return Err(IdError::Fragment),
             other => return Err(IdError::BadTrustDomainChar(other)),
         }
     }

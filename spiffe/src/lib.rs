@@ -12,4 +12,6 @@ pub mod id;
 pub mod svid;
 pub mod tls;
 
+pub use bundle::{Bundle, BundleError, JwtAuthority};
 pub use id::{IdError, SpiffeId, TrustDomain};
+pub use svid::SvidError;
