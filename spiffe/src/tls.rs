@@ -118,4 +118,43 @@ mod tests {
         assert!(!prefix.allows(&id("spiffe://other.org/signet/agent/a")));
         assert_eq!(prefix.to_string(), "spiffe://example.org/signet/agent/...");
     }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/x509svid")
+            .join(name);
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn authenticate_peer_verifies_the_chain_then_authorizes_the_id() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let mut bundle = Bundle::new(td.clone());
+        bundle.x509_authorities = vec![fixture("ca-good.der")];
+        // 2030-01-01T00:00:00Z, inside the fixtures' validity.
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_893_456_000);
+        let chain = vec![fixture("leaf-good.der")];
+        let workload = id("spiffe://example.org/workload");
+
+        let ok = authenticate_peer(&chain, &bundle, at, &Authorizer::Exact(workload.clone()));
+        assert_eq!(ok, Ok(workload.clone()));
+        assert_eq!(
+            authenticate_peer(&chain, &bundle, at, &Authorizer::MemberOf(td)),
+            Ok(workload.clone())
+        );
+
+        let other = Authorizer::Exact(id("spiffe://example.org/signet/issuer"));
+        let err = authenticate_peer(&chain, &bundle, at, &other).unwrap_err();
+        assert_eq!(
+            err,
+            PeerError::Unauthorized {
+                id: workload,
+                expected: "spiffe://example.org/signet/issuer".into()
+            }
+        );
+
+        let untrusted = vec![fixture("leaf-untrusted.der")];
+        let err = authenticate_peer(&untrusted, &bundle, at, &other).unwrap_err();
+        assert!(matches!(err, PeerError::Svid(_)), "{err}");
+    }
 }

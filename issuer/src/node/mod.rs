@@ -1,1 +1,618 @@
-//! Node API (placeholder, being written).
+//! The node API: gRPC over TLS between agents and the issuer (see `docs/node-api.md`).
+//!
+//! The issuer presents an X509-SVID for `spiffe://<td>/signet/issuer`, minted at start-up and
+//! renewed at half-life without a restart ([`tls`]). Client certificates are optional at the TLS
+//! level: `AttestAgent` has none. Every other RPC is authenticated by the agent's X509-SVID,
+//! verified at the handshake against the CA's current trust anchors and then, per call, against
+//! the store: the agent must exist, must not be banned, and the presented SVID must be its current
+//! one (same serial), so an SVID that was renewed away is refused.
+//!
+//! Every RPC runs in a tracing span (`node_rpc`, with the method and the peer agent ID) and is
+//! counted by `record_rpc("node", method, code)`.
+
+mod attest;
+pub mod authz;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use signet_attestors::NodeAttestor;
+use signet_attestors::x509pop::{self, X509PopAttestor};
+use signet_ca::X509SvidRequest;
+use signet_proto::node as pb;
+use signet_proto::node::node_server::{Node, NodeServer};
+use signet_spiffe::SpiffeId;
+use signet_store::{AttestedAgent, StoreError};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::ca_sync::unix_secs;
+use crate::metrics::code_name;
+use crate::state::Issuer;
+use tls::NodeConnectInfo;
+
+/// The most items in one `BatchNewX509SVID` call.
+pub const MAX_BATCH: usize = 500;
+
+/// Time allowed for a whole attestation (including the agent's challenge answers).
+pub(crate) const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Node API options that are not part of [`Issuer`].
+#[derive(Debug, Clone, Default)]
+pub struct NodeApiOptions {
+    /// x509pop attestation; `None` disables it.
+    pub x509pop: Option<x509pop::ServerConfig>,
+}
+
+/// Serves the node API on `listener` until `shutdown` completes, with join-token attestation
+/// only. See [`serve_with`] to enable x509pop.
+pub async fn serve(
+    issuer: Arc<Issuer>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(issuer, NodeApiOptions::default(), listener, shutdown).await
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the node API on `listener` until `shutdown` completes (then finishes in-flight calls).
+pub async fn serve_with(
+    issuer: Arc<Issuer>,
+    options: NodeApiOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let service =
+        NodeService::new(issuer.clone(), options).map_err(|e| anyhow::anyhow!("node API: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let svid = tls::mint_issuer_svid(&issuer, &provider, SystemTime::now())?;
+    let resolver = Arc::new(tls::SvidResolver::new(svid));
+    let _renewal = AbortOnDrop(tokio::spawn(tls::renew_loop(
+        issuer.clone(),
+        resolver.clone(),
+        provider.clone(),
+    )));
+    let config = tls::server_config(issuer.clone(), resolver, provider)?;
+    let (tx, rx) = mpsc::channel(64);
+    let _accept = AbortOnDrop(tokio::spawn(tls::accept_loop(
+        listener,
+        TlsAcceptor::from(Arc::new(config)),
+        tx,
+    )));
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(NodeServer::new(service))
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The node API handlers.
+#[derive(Clone)]
+pub struct NodeService {
+    issuer: Arc<Issuer>,
+    /// The enabled node attestors, by `attestor_type`.
+    attestors: Arc<BTreeMap<&'static str, Arc<dyn NodeAttestor>>>,
+}
+
+/// Maps a store error to a status (details are logged, not sent).
+pub(crate) fn store_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "datastore unavailable");
+            Status::unavailable("datastore unavailable")
+        }
+        _ => {
+            tracing::error!(error = %e, "datastore error");
+            Status::internal("datastore error")
+        }
+    }
+}
+
+/// The own trust bundle on the wire.
+pub(crate) fn bundle_proto(issuer: &Issuer) -> pb::Bundle {
+    pb::Bundle {
+        trust_domain: issuer.trust_domain.name().to_owned(),
+        x509_authorities: issuer.ca.trust_anchors(),
+        sequence: issuer.ca.bundle_sequence(),
+    }
+}
+
+pub(crate) fn svid_proto(id: &SpiffeId, chain: Vec<Vec<u8>>, expires_at: i64) -> pb::X509svid {
+    pb::X509svid {
+        spiffe_id: id.to_string(),
+        cert_chain: chain,
+        expires_at,
+    }
+}
+
+/// The authenticated caller of an RPC.
+struct Caller {
+    id: SpiffeId,
+    agent: AttestedAgent,
+}
+
+fn connect_info<T>(req: &Request<T>) -> Option<&NodeConnectInfo> {
+    req.extensions().get::<NodeConnectInfo>()
+}
+
+fn rpc_span(method: &'static str, remote: Option<SocketAddr>) -> tracing::Span {
+    tracing::info_span!(
+        "node_rpc",
+        method,
+        peer_addr = remote.map(|a| a.to_string()).unwrap_or_default(),
+        agent_id = tracing::field::Empty,
+    )
+}
+
+impl NodeService {
+    /// Builds the handlers (for embedding the service in another server).
+    pub fn new(
+        issuer: Arc<Issuer>,
+        options: NodeApiOptions,
+    ) -> Result<Self, signet_attestors::AttestError> {
+        let mut attestors: BTreeMap<&'static str, Arc<dyn NodeAttestor>> = BTreeMap::new();
+        let join_token = attest::JoinTokenAttestor {
+            store: issuer.store.clone(),
+        };
+        attestors.insert(join_token.attestor_type(), Arc::new(join_token));
+        if let Some(cfg) = options.x509pop {
+            let x509pop = X509PopAttestor::new(cfg)?;
+            attestors.insert(x509pop.attestor_type(), Arc::new(x509pop));
+        }
+        Ok(Self {
+            issuer,
+            attestors: Arc::new(attestors),
+        })
+    }
+
+    /// Runs a unary handler in its span and records its outcome.
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        remote: Option<SocketAddr>,
+        fut: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let span = rpc_span(method, remote);
+        let result = fut.instrument(span.clone()).await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.issuer
+            .metrics
+            .record_rpc("node", method, code_name(code));
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(code = code_name(code), "node RPC done"),
+            Err(s) => {
+                tracing::info!(code = code_name(code), message = %s.message(), "node RPC refused")
+            }
+        });
+        result.map(Response::new)
+    }
+
+    /// Authenticates the agent of a call (see the module documentation).
+    async fn authenticate(&self, info: Option<&NodeConnectInfo>) -> Result<Caller, Status> {
+        let peer = info.and_then(|i| i.peer.clone()).ok_or_else(|| {
+            Status::unauthenticated(
+                "this call requires mutual TLS with the agent's X509-SVID (attest first)",
+            )
+        })?;
+        tracing::Span::current().record("agent_id", tracing::field::display(&peer.spiffe_id));
+        let id_str = peer.spiffe_id.to_string();
+        let agent = self
+            .issuer
+            .store
+            .get_agent(&id_str)
+            .await
+            .map_err(|e| store_status(&e))?
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "agent {id_str} is not attested (evicted or never attested); it must attest again"
+                ))
+            })?;
+        if agent.banned {
+            return Err(Status::permission_denied(format!(
+                "agent {id_str} is banned"
+            )));
+        }
+        if tls::normalize_serial(&agent.serial) != peer.serial {
+            return Err(Status::permission_denied(format!(
+                "the presented SVID (serial {}) is not the current SVID of agent {id_str}: it was \
+                 renewed or re-attested",
+                peer.serial
+            )));
+        }
+        Ok(Caller {
+            id: peer.spiffe_id.clone(),
+            agent,
+        })
+    }
+
+    async fn authorized(
+        &self,
+        caller: &Caller,
+        since: i64,
+        now: i64,
+    ) -> Result<std::collections::BTreeMap<String, authz::AuthorizedEntry>, Status> {
+        authz::authorized_entries(
+            self.issuer.store.as_ref(),
+            &self.issuer.issuer_id.to_string(),
+            &caller.id.to_string(),
+            &caller.agent.selectors,
+            since,
+            now,
+        )
+        .await
+        .map_err(|e| store_status(&e))
+    }
+
+    async fn renew(
+        &self,
+        info: Option<&NodeConnectInfo>,
+        csr: &[u8],
+    ) -> Result<pb::RenewAgentResponse, Status> {
+        let caller = self.authenticate(info).await?;
+        let spki = signet_ca::public_key_from_csr(csr)
+            .map_err(|e| Status::invalid_argument(format!("invalid CSR: {e}")))?;
+        let issuer = &self.issuer;
+        let now = SystemTime::now();
+        let started = Instant::now();
+        let svid = issuer
+            .ca
+            .sign_x509_svid(
+                &X509SvidRequest {
+                    spiffe_id: &caller.id,
+                    public_key_spki_der: &spki,
+                    ttl: issuer.defaults.agent_ttl,
+                    dns_names: &[],
+                },
+                now,
+            )
+            .map_err(|e| Status::internal(format!("cannot sign the agent SVID: {e}")))?;
+        issuer
+            .metrics
+            .record_signature("agent_svid", started.elapsed().as_secs_f64());
+        let expires_at = unix_secs(svid.not_after);
+        let serial = tls::normalize_serial(&svid.serial_hex);
+        let id_str = caller.id.to_string();
+        issuer
+            .store
+            .update_agent_svid(&id_str, &serial, expires_at)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => Status::permission_denied(format!(
+                    "agent {id_str} is not attested (evicted); it must attest again"
+                )),
+                StoreError::Conflict(_) => {
+                    Status::permission_denied(format!("agent {id_str} is banned"))
+                }
+                other => store_status(&other),
+            })?;
+        crate::audit::record(
+            issuer.store.as_ref(),
+            "agent.renew",
+            &id_str,
+            &id_str,
+            "ok",
+            serde_json::json!({ "serial": serial, "expires_at": expires_at }),
+        )
+        .await;
+        Ok(pb::RenewAgentResponse {
+            svid: Some(svid_proto(&caller.id, svid.cert_chain_der, expires_at)),
+            bundle: Some(bundle_proto(issuer)),
+        })
+    }
+
+    async fn sync(
+        &self,
+        info: Option<&NodeConnectInfo>,
+        req: pb::SyncEntriesRequest,
+    ) -> Result<pb::SyncEntriesResponse, Status> {
+        let caller = self.authenticate(info).await?;
+        if req.since_revision < 0 {
+            return Err(Status::invalid_argument(
+                "since_revision must not be negative",
+            ));
+        }
+        let token = if req.page_token.is_empty() {
+            // Read the revision before the entries: whatever changes meanwhile is sent again
+            // next time.
+            let current = self
+                .issuer
+                .store
+                .current_revision()
+                .await
+                .map_err(|e| store_status(&e))?;
+            let full = req.since_revision == 0 || req.since_revision > current;
+            authz::PageToken {
+                since: req.since_revision,
+                revision: current,
+                full,
+                in_entries: true,
+                after: String::new(),
+            }
+        } else {
+            let t = authz::PageToken::decode(&req.page_token)
+                .ok_or_else(|| Status::invalid_argument("invalid page_token"))?;
+            if t.since != req.since_revision {
+                return Err(Status::invalid_argument(
+                    "page_token belongs to a sync with another since_revision",
+                ));
+            }
+            t
+        };
+        let base = if token.full { 0 } else { token.since };
+        let now = unix_secs(SystemTime::now());
+        let authorized = self.authorized(&caller, base, now).await?;
+        let entries: Vec<pb::Entry> = authorized
+            .values()
+            .filter(|a| token.full || a.changed)
+            .map(authz::entry_to_proto)
+            .collect();
+        let mut removed = Vec::new();
+        if !token.full {
+            let changes = self
+                .issuer
+                .store
+                .entry_changes_since(token.since)
+                .await
+                .map_err(|e| store_status(&e))?;
+            removed.extend(changes.deleted_ids);
+            removed.extend(
+                changes
+                    .updated
+                    .into_iter()
+                    .filter(|e| !authorized.contains_key(&e.id))
+                    .map(|e| e.id),
+            );
+            removed.sort();
+            removed.dedup();
+        }
+        let page_size = match req.page_size {
+            0 => authz::DEFAULT_PAGE_SIZE,
+            n => n.min(authz::MAX_PAGE_SIZE),
+        };
+        let page = authz::paginate(&entries, &removed, &token, page_size);
+        Ok(pb::SyncEntriesResponse {
+            entries: page.entries,
+            removed_entry_ids: page.removed,
+            revision: token.revision,
+            next_page_token: page.next.map(|t| t.encode()).unwrap_or_default(),
+            bundle: Some(bundle_proto(&self.issuer)),
+            full: token.full,
+        })
+    }
+
+    async fn batch_sign(
+        &self,
+        info: Option<&NodeConnectInfo>,
+        req: pb::BatchNewX509svidRequest,
+    ) -> Result<pb::BatchNewX509svidResponse, Status> {
+        let caller = self.authenticate(info).await?;
+        if req.params.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} items in one batch; at most {MAX_BATCH}",
+                req.params.len()
+            )));
+        }
+        if req.params.is_empty() {
+            return Ok(pb::BatchNewX509svidResponse::default());
+        }
+        let now = SystemTime::now();
+        let authorized = self.authorized(&caller, 0, unix_secs(now)).await?;
+        let issuer = self.issuer.clone();
+        let agent_id = caller.id.to_string();
+        // Signing is CPU work: keep it off the async workers.
+        let results = tokio::task::spawn_blocking(move || {
+            req.params
+                .into_iter()
+                .map(|item| sign_item(&issuer, &agent_id, &authorized, item, now))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
+        Ok(pb::BatchNewX509svidResponse { results })
+    }
+}
+
+fn item_error(entry_id: String, code: tonic::Code, message: String) -> pb::X509svidResult {
+    pb::X509svidResult {
+        entry_id,
+        svid: None,
+        error: Some(pb::ItemError {
+            code: code as i32,
+            message,
+        }),
+    }
+}
+
+/// Signs one item of a batch, or explains why not.
+fn sign_item(
+    issuer: &Issuer,
+    agent_id: &str,
+    authorized: &std::collections::BTreeMap<String, authz::AuthorizedEntry>,
+    item: pb::NewX509svidParams,
+    now: SystemTime,
+) -> pb::X509svidResult {
+    let entry = match authorized.get(&item.entry_id) {
+        Some(a) if !a.node_alias => &a.entry,
+        Some(_) => {
+            let msg = format!(
+                "entry {} is a node alias: node aliases are not signed for workloads",
+                item.entry_id
+            );
+            return item_error(item.entry_id, tonic::Code::PermissionDenied, msg);
+        }
+        None => {
+            let msg = format!(
+                "entry {:?} is not authorized for agent {agent_id}",
+                item.entry_id
+            );
+            return item_error(item.entry_id, tonic::Code::PermissionDenied, msg);
+        }
+    };
+    let spki = match signet_ca::public_key_from_csr(&item.csr) {
+        Ok(k) => k,
+        Err(e) => {
+            return item_error(
+                item.entry_id,
+                tonic::Code::InvalidArgument,
+                format!("invalid CSR: {e}"),
+            );
+        }
+    };
+    let id = match SpiffeId::parse(&entry.fields.spiffe_id) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(entry_id = %entry.id, error = %e, "stored entry has an invalid SPIFFE ID");
+            return item_error(
+                item.entry_id,
+                tonic::Code::Internal,
+                "the entry's SPIFFE ID is invalid".into(),
+            );
+        }
+    };
+    let ttl = match entry.fields.x509_svid_ttl {
+        0 => issuer.defaults.x509_svid_ttl,
+        s => Duration::from_secs(u64::from(s)),
+    };
+    let started = Instant::now();
+    match issuer.ca.sign_x509_svid(
+        &X509SvidRequest {
+            spiffe_id: &id,
+            public_key_spki_der: &spki,
+            ttl,
+            dns_names: &entry.fields.dns_names,
+        },
+        now,
+    ) {
+        Ok(svid) => {
+            issuer
+                .metrics
+                .record_signature("x509_svid", started.elapsed().as_secs_f64());
+            pb::X509svidResult {
+                entry_id: item.entry_id,
+                svid: Some(svid_proto(
+                    &id,
+                    svid.cert_chain_der,
+                    unix_secs(svid.not_after),
+                )),
+                error: None,
+            }
+        }
+        Err(e) => {
+            tracing::error!(entry_id = %entry.id, error = %e, "cannot sign an X509-SVID");
+            item_error(
+                item.entry_id,
+                tonic::Code::Internal,
+                format!("cannot sign: {e}"),
+            )
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    type AttestAgentStream = ReceiverStream<Result<pb::AttestAgentResponse, Status>>;
+
+    async fn attest_agent(
+        &self,
+        request: Request<Streaming<pb::AttestAgentRequest>>,
+    ) -> Result<Response<Self::AttestAgentStream>, Status> {
+        let remote = connect_info(&request).map(|i| i.remote_addr);
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(2);
+        let svc = self.clone();
+        let span = rpc_span("AttestAgent", remote);
+        tokio::spawn(
+            async move {
+                let result = svc.run_attestation(&mut inbound, &tx, remote).await;
+                let code = match &result {
+                    Ok(r) => {
+                        tracing::Span::current()
+                            .record("agent_id", tracing::field::display(&r.spiffe_id));
+                        tonic::Code::Ok
+                    }
+                    Err(s) => s.code(),
+                };
+                svc.issuer
+                    .metrics
+                    .record_rpc("node", "AttestAgent", code_name(code));
+                let msg = result.map(|r| pb::AttestAgentResponse {
+                    step: Some(pb::attest_agent_response::Step::Result(r)),
+                });
+                let _ = tx.send(msg).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe("RenewAgent", remote, self.renew(info.as_ref(), &req.csr))
+            .await
+    }
+
+    async fn sync_entries(
+        &self,
+        request: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe("SyncEntries", remote, self.sync(info.as_ref(), req))
+            .await
+    }
+
+    async fn batch_new_x509svid(
+        &self,
+        request: Request<pb::BatchNewX509svidRequest>,
+    ) -> Result<Response<pb::BatchNewX509svidResponse>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe(
+            "BatchNewX509SVID",
+            remote,
+            self.batch_sign(info.as_ref(), req),
+        )
+        .await
+    }
+
+    async fn get_bundle(
+        &self,
+        request: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::GetBundleResponse>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        self.observe("GetBundle", remote, async {
+            self.authenticate(info.as_ref()).await?;
+            Ok(pb::GetBundleResponse {
+                bundle: Some(bundle_proto(&self.issuer)),
+            })
+        })
+        .await
+    }
+}

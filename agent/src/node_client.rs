@@ -1,0 +1,1172 @@
+//! The agent side of the node API: a gRPC client over TLS that authenticates the issuer by SPIFFE ID.
+//!
+//! - The issuer must present an X509-SVID for `spiffe://<td>/signet/issuer` that chains to the
+//!   agent's trust bundle (read at each handshake). With `insecure_bootstrap` (first start, no
+//!   bundle yet) the chain is not checked, but the SPIFFE ID still is; the bundle received at
+//!   attestation is then pinned and returned so that the caller can persist it.
+//! - [`NodeClient::attest`] (and the `attest_join_token` / `attest_x509pop` shortcuts) runs node
+//!   attestation with a fresh P-256 key, and keeps the agent SVID it receives as the client
+//!   identity. Every other call authenticates with that SVID (mutual TLS); after
+//!   [`NodeClient::renew`] the connection is re-established with the new SVID, since the issuer
+//!   refuses the old one.
+//! - [`EntryCache`] applies [`NodeClient::sync_entries`] results (full listings and deltas).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use signet_attestors::join_token::JoinTokenAgent;
+use signet_attestors::x509pop::X509PopAgent;
+use signet_attestors::{AgentAttestor, AttestError, Selector};
+use signet_proto::node as pb;
+use signet_spiffe::bundle::Bundle;
+use signet_spiffe::svid::{validate_x509_svid_leaf, verify_x509_svid};
+use signet_spiffe::tls::{Authorizer, authenticate_peer};
+use signet_spiffe::{SpiffeId, TrustDomain};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use zeroize::Zeroizing;
+
+/// The generated gRPC client of the node API.
+pub type GrpcNodeClient = pb::node_client::NodeClient<Channel>;
+
+/// Path of the issuer's SPIFFE ID.
+pub const ISSUER_PATH: &str = "/signet/issuer";
+
+/// Time allowed for TCP connect plus TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the node client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeClientError {
+    /// The client configuration is unusable.
+    #[error("invalid node client configuration: {0}")]
+    Config(String),
+    /// The issuer could not be reached, or the TLS handshake failed (e.g. the issuer's certificate
+    /// was refused).
+    #[error("cannot connect to the issuer at {address}: {reason}")]
+    Connect {
+        /// The issuer address.
+        address: String,
+        /// The error and its causes.
+        reason: String,
+    },
+    /// The issuer answered with an error status.
+    #[error("issuer returned {code:?}: {message}")]
+    Rpc {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// The issuer's answer is not what the protocol requires.
+    #[error("invalid response from the issuer: {0}")]
+    Protocol(String),
+    /// The local attestor failed (e.g. cannot sign the challenge).
+    #[error("attestor: {0}")]
+    Attestor(#[from] AttestError),
+    /// The call needs an agent SVID, and the client has none (attest first).
+    #[error("the node client has no agent SVID: attest first")]
+    NotAttested,
+    /// Key or CSR generation failed.
+    #[error("key generation failed: {0}")]
+    Crypto(String),
+}
+
+impl NodeClientError {
+    /// The gRPC status code, for errors returned by the issuer.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            NodeClientError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn rpc_error(s: tonic::Status) -> NodeClientError {
+    NodeClientError::Rpc {
+        code: s.code(),
+        message: s.message().to_owned(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// An agent's X509-SVID and private key.
+#[derive(Clone)]
+pub struct AgentIdentity {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// DER certificates, leaf first.
+    pub cert_chain: Vec<Vec<u8>>,
+    /// The private key, PKCS#8 DER.
+    pub private_key_pkcs8: Zeroizing<Vec<u8>>,
+    /// notAfter of the leaf.
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for AgentIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentIdentity")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("cert_chain_len", &self.cert_chain.len())
+            .field("private_key_pkcs8", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The outcome of a node attestation.
+#[derive(Debug, Clone)]
+pub struct Attestation {
+    /// The agent SVID (now the client's identity).
+    pub identity: AgentIdentity,
+    /// The trust bundle received with it (now pinned by the client; persist it).
+    pub bundle: Bundle,
+    /// The node selectors the issuer derived.
+    pub selectors: Vec<Selector>,
+}
+
+/// One page-complete result of [`NodeClient::sync_entries`].
+#[derive(Debug, Clone, Default)]
+pub struct EntrySync {
+    /// Whether this is a full listing (replace) rather than a delta (apply).
+    pub full: bool,
+    /// Authorized entries created or updated since the requested revision.
+    pub entries: Vec<pb::Entry>,
+    /// Entry ids to drop.
+    pub removed_entry_ids: Vec<String>,
+    /// The revision to sync from next time.
+    pub revision: i64,
+}
+
+/// One item of [`NodeClient::batch_new_x509_svid`].
+#[derive(Debug, Clone)]
+pub struct SvidRequest {
+    /// The registration entry.
+    pub entry_id: String,
+    /// PKCS#10 CSR (DER); only its public key is used by the issuer.
+    pub csr: Vec<u8>,
+}
+
+/// A minted X509-SVID.
+#[derive(Debug, Clone)]
+pub struct X509Svid {
+    /// The SVID's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// DER certificates, leaf first.
+    pub cert_chain: Vec<Vec<u8>>,
+    /// notAfter of the leaf.
+    pub expires_at: SystemTime,
+}
+
+/// A per-item failure of [`NodeClient::batch_new_x509_svid`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ItemError {
+    /// gRPC-style code of the failure.
+    pub code: tonic::Code,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Node client configuration.
+#[derive(Debug, Clone)]
+pub struct NodeClientConfig {
+    /// `host:port` of the issuer's node API (`[v6addr]:port` for IPv6).
+    pub address: String,
+    /// The trust domain; the issuer must present `spiffe://<td>/signet/issuer`.
+    pub trust_domain: TrustDomain,
+    /// The trust bundle that authenticates the issuer. Required unless `insecure_bootstrap`.
+    pub bundle: Option<Bundle>,
+    /// Accept the issuer's certificate without checking its chain until the first attestation
+    /// (its SPIFFE ID is still checked). The bundle received then is pinned.
+    pub insecure_bootstrap: bool,
+}
+
+/// Generates a P-256 key (PKCS#8 DER) and a CSR (DER) over it, with an empty subject.
+pub fn generate_key_and_csr() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), NodeClientError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| NodeClientError::Crypto(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| NodeClientError::Crypto(e.to_string()))?;
+    Ok((Zeroizing::new(key.serialize_der()), csr.der().to_vec()))
+}
+
+fn unix_to_system(secs: i64) -> SystemTime {
+    match u64::try_from(secs) {
+        Ok(s) => UNIX_EPOCH + Duration::from_secs(s),
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+/// What the issuer verifier reads at each handshake.
+#[derive(Debug)]
+struct TrustState {
+    issuer_id: SpiffeId,
+    bundle: ArcSwap<Bundle>,
+    insecure: AtomicBool,
+}
+
+/// rustls verifier of the issuer's certificate (see the module documentation).
+#[derive(Debug)]
+struct IssuerVerifier {
+    trust: Arc<TrustState>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// A verification failure whose `Debug` is its message: rustls prints the `Debug` form of
+/// [`CertificateError::Other`], and the reason must stay readable in connection errors.
+#[derive(thiserror::Error)]
+#[error("{0}")]
+struct Refusal(String);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn cert_error(e: impl std::fmt::Display) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(
+        e.to_string(),
+    )))))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("issuer presented SPIFFE ID {got}, expected {want}")]
+struct WrongIssuerId {
+    got: SpiffeId,
+    want: SpiffeId,
+}
+
+impl ServerCertVerifier for IssuerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let want = &self.trust.issuer_id;
+        if self.trust.insecure.load(Ordering::Acquire) {
+            let got = validate_x509_svid_leaf(end_entity).map_err(cert_error)?;
+            if &got != want {
+                return Err(cert_error(WrongIssuerId {
+                    got,
+                    want: want.clone(),
+                }));
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
+        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let bundle = self.trust.bundle.load();
+        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        authenticate_peer(&chain, &bundle, now, &Authorizer::Exact(want.clone()))
+            .map_err(cert_error)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The node API client. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct NodeClient {
+    address: String,
+    uri: String,
+    server_name: ServerName<'static>,
+    trust_domain: TrustDomain,
+    trust: Arc<TrustState>,
+    provider: Arc<CryptoProvider>,
+    identity: ArcSwapOption<AgentIdentity>,
+    /// The mutual-TLS channel of the current identity (dropped when the identity changes).
+    channel: Mutex<Option<Channel>>,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("address", &self.address)
+            .field("issuer_id", &self.trust.issuer_id)
+            .field(
+                "identity",
+                &self.identity.load().as_ref().map(|i| &i.spiffe_id),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn split_host(address: &str) -> Result<(ServerName<'static>, String), NodeClientError> {
+    let bad = || {
+        NodeClientError::Config(format!(
+            "issuer address {address:?} is not host:port (use [addr]:port for IPv6)"
+        ))
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_owned()).map_err(|_| bad())?,
+    };
+    Ok((name, format!("http://{address}")))
+}
+
+fn bundle_from_proto(td: &TrustDomain, b: pb::Bundle) -> Result<Bundle, NodeClientError> {
+    if b.trust_domain != td.name() {
+        return Err(NodeClientError::Protocol(format!(
+            "bundle is for trust domain {:?}, expected {td}",
+            b.trust_domain
+        )));
+    }
+    if b.x509_authorities.is_empty() {
+        return Err(NodeClientError::Protocol(
+            "bundle has no X.509 authority".into(),
+        ));
+    }
+    let mut bundle = Bundle::new(td.clone());
+    bundle.x509_authorities = b.x509_authorities;
+    bundle.sequence = b.sequence;
+    Ok(bundle)
+}
+
+impl NodeClient {
+    /// Builds a client; no connection is made until the first call.
+    pub fn new(config: NodeClientConfig) -> Result<Self, NodeClientError> {
+        let (server_name, uri) = split_host(&config.address)?;
+        let issuer_id = config
+            .trust_domain
+            .spiffe_id(ISSUER_PATH)
+            .map_err(|e| NodeClientError::Config(e.to_string()))?;
+        let bundle = match config.bundle {
+            Some(b) => {
+                if b.trust_domain != config.trust_domain {
+                    return Err(NodeClientError::Config(format!(
+                        "the bundle is for trust domain {}, not {}",
+                        b.trust_domain, config.trust_domain
+                    )));
+                }
+                if b.x509_authorities.is_empty() && !config.insecure_bootstrap {
+                    return Err(NodeClientError::Config(
+                        "the trust bundle has no X.509 authority".into(),
+                    ));
+                }
+                b
+            }
+            None if config.insecure_bootstrap => Bundle::new(config.trust_domain.clone()),
+            None => {
+                return Err(NodeClientError::Config(
+                    "a trust bundle is required unless insecure_bootstrap is set".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            address: config.address,
+            uri,
+            server_name,
+            trust_domain: config.trust_domain,
+            trust: Arc::new(TrustState {
+                issuer_id,
+                bundle: ArcSwap::from_pointee(bundle),
+                insecure: AtomicBool::new(config.insecure_bootstrap),
+            }),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            identity: ArcSwapOption::empty(),
+            channel: Mutex::new(None),
+        })
+    }
+
+    /// The issuer ID the client requires, `spiffe://<td>/signet/issuer`.
+    pub fn issuer_id(&self) -> &SpiffeId {
+        &self.trust.issuer_id
+    }
+
+    /// The trust bundle currently used to authenticate the issuer.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.trust.bundle.load_full()
+    }
+
+    /// Replaces the trust bundle (and ends insecure bootstrap).
+    pub fn set_bundle(&self, bundle: Bundle) -> Result<(), NodeClientError> {
+        if bundle.trust_domain != self.trust_domain {
+            return Err(NodeClientError::Config(format!(
+                "the bundle is for trust domain {}, not {}",
+                bundle.trust_domain, self.trust_domain
+            )));
+        }
+        if bundle.x509_authorities.is_empty() {
+            return Err(NodeClientError::Config(
+                "the trust bundle has no X.509 authority".into(),
+            ));
+        }
+        self.trust.bundle.store(Arc::new(bundle));
+        self.trust.insecure.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// The agent SVID used for authenticated calls, if any.
+    pub fn identity(&self) -> Option<Arc<AgentIdentity>> {
+        self.identity.load_full()
+    }
+
+    /// Sets the agent SVID used for authenticated calls (e.g. loaded from disk at start-up).
+    pub fn set_identity(&self, identity: AgentIdentity) {
+        self.identity.store(Some(Arc::new(identity)));
+        self.drop_channel();
+    }
+
+    fn drop_channel(&self) {
+        let mut guard = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = None;
+    }
+
+    async fn connect(&self, identity: Option<&AgentIdentity>) -> Result<Channel, NodeClientError> {
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NodeClientError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(IssuerVerifier {
+                trust: self.trust.clone(),
+                provider: self.provider.clone(),
+            }));
+        let mut tls = match identity {
+            Some(id) => {
+                let chain = id
+                    .cert_chain
+                    .iter()
+                    .map(|c| CertificateDer::from(c.clone()))
+                    .collect();
+                let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                    id.private_key_pkcs8.as_slice().to_vec(),
+                ));
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| NodeClientError::Config(format!("agent SVID: {e}")))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = TlsConnector::from(Arc::new(tls));
+        let server_name = self.server_name.clone();
+        let address = self.address.clone();
+        let endpoint = Endpoint::from_shared(self.uri.clone())
+            .map_err(|e| NodeClientError::Config(format!("issuer address: {e}")))?;
+        let service = tower::service_fn(move |_: Uri| {
+            let connector = connector.clone();
+            let server_name = server_name.clone();
+            let address = address.clone();
+            async move {
+                let connect = async {
+                    let tcp = TcpStream::connect(address.as_str()).await?;
+                    tcp.set_nodelay(true)?;
+                    connector.connect(server_name, tcp).await
+                };
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "TCP connect and TLS handshake timed out",
+                        )
+                    })??;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        });
+        endpoint
+            .connect_with_connector(service)
+            .await
+            .map_err(|e| NodeClientError::Connect {
+                address: self.address.clone(),
+                reason: error_chain(&e),
+            })
+    }
+
+    /// A gRPC client on a connection authenticated with the agent SVID.
+    async fn authed(&self) -> Result<GrpcNodeClient, NodeClientError> {
+        let identity = self.identity().ok_or(NodeClientError::NotAttested)?;
+        if let Some(ch) = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(GrpcNodeClient::new(ch));
+        }
+        let ch = self.connect(Some(&identity)).await?;
+        let mut guard = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep the channel only if the identity did not change meanwhile.
+        if self
+            .identity()
+            .is_some_and(|cur| Arc::ptr_eq(&cur, &identity))
+        {
+            *guard = Some(ch.clone());
+        }
+        Ok(GrpcNodeClient::new(ch))
+    }
+
+    /// Low-level access to the generated gRPC client, on a new connection (`authenticated`: with
+    /// the agent SVID). For tools and tests that drive the protocol by hand.
+    pub async fn raw_client(&self, authenticated: bool) -> Result<GrpcNodeClient, NodeClientError> {
+        let identity = if authenticated {
+            Some(self.identity().ok_or(NodeClientError::NotAttested)?)
+        } else {
+            None
+        };
+        Ok(GrpcNodeClient::new(
+            self.connect(identity.as_deref()).await?,
+        ))
+    }
+
+    /// Attests with a join token.
+    pub async fn attest_join_token(&self, token: &str) -> Result<Attestation, NodeClientError> {
+        let agent = JoinTokenAgent::new(token)?;
+        self.attest(&agent).await
+    }
+
+    /// Attests with x509pop.
+    pub async fn attest_x509pop(
+        &self,
+        agent: &X509PopAgent,
+    ) -> Result<Attestation, NodeClientError> {
+        self.attest(agent).await
+    }
+
+    /// Runs node attestation with `attestor` over a fresh P-256 key. On success the received SVID
+    /// becomes the client's identity and the received bundle is pinned.
+    pub async fn attest(
+        &self,
+        attestor: &dyn AgentAttestor,
+    ) -> Result<Attestation, NodeClientError> {
+        use pb::attest_agent_request::Step as Req;
+        use pb::attest_agent_response::Step as Resp;
+
+        let (key, csr) = generate_key_and_csr()?;
+        let payload = attestor.payload()?;
+        let mut grpc = GrpcNodeClient::new(self.connect(None).await?);
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let closed = || NodeClientError::Protocol("the attestation stream closed early".into());
+        tx.send(pb::AttestAgentRequest {
+            step: Some(Req::Params(pb::AttestationParams {
+                attestor_type: attestor.attestor_type().to_owned(),
+                payload: payload.to_vec(),
+                csr,
+            })),
+        })
+        .await
+        .map_err(|_| closed())?;
+        let mut responses = grpc
+            .attest_agent(ReceiverStream::new(rx))
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        loop {
+            let msg = responses
+                .message()
+                .await
+                .map_err(rpc_error)?
+                .ok_or_else(|| {
+                    NodeClientError::Protocol("attestation ended without a result".into())
+                })?;
+            match msg.step {
+                Some(Resp::Challenge(challenge)) => {
+                    let answer = attestor.answer_challenge(&challenge)?;
+                    tx.send(pb::AttestAgentRequest {
+                        step: Some(Req::ChallengeResponse(answer)),
+                    })
+                    .await
+                    .map_err(|_| closed())?;
+                }
+                Some(Resp::Result(result)) => return self.finish_attestation(result, key),
+                None => {
+                    return Err(NodeClientError::Protocol(
+                        "empty attestation response".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn finish_attestation(
+        &self,
+        result: pb::AttestationResult,
+        key: Zeroizing<Vec<u8>>,
+    ) -> Result<Attestation, NodeClientError> {
+        let bundle = bundle_from_proto(
+            &self.trust_domain,
+            result.bundle.ok_or_else(|| {
+                NodeClientError::Protocol("attestation result has no bundle".into())
+            })?,
+        )?;
+        let svid = result
+            .svid
+            .ok_or_else(|| NodeClientError::Protocol("attestation result has no SVID".into()))?;
+        let id = SpiffeId::parse(&result.spiffe_id)
+            .map_err(|e| NodeClientError::Protocol(format!("agent SPIFFE ID: {e}")))?;
+        let identity = self.checked_identity(svid, &bundle, key, Some(&id))?;
+        self.set_bundle(bundle.clone())?;
+        self.set_identity(identity.clone());
+        Ok(Attestation {
+            identity,
+            bundle,
+            selectors: result
+                .selectors
+                .into_iter()
+                .map(|s| Selector::new(s.r#type, s.value))
+                .collect(),
+        })
+    }
+
+    /// Verifies a received agent SVID against `bundle` and pairs it with its key.
+    fn checked_identity(
+        &self,
+        svid: pb::X509svid,
+        bundle: &Bundle,
+        key: Zeroizing<Vec<u8>>,
+        expected: Option<&SpiffeId>,
+    ) -> Result<AgentIdentity, NodeClientError> {
+        let got = verify_x509_svid(&svid.cert_chain, bundle, SystemTime::now())
+            .map_err(|e| NodeClientError::Protocol(format!("agent SVID: {e}")))?;
+        if let Some(want) = expected
+            && &got != want
+        {
+            return Err(NodeClientError::Protocol(format!(
+                "agent SVID is for {got}, expected {want}"
+            )));
+        }
+        if !got.path().starts_with("/signet/agent/") {
+            return Err(NodeClientError::Protocol(format!(
+                "agent SVID has ID {got}, outside /signet/agent/"
+            )));
+        }
+        Ok(AgentIdentity {
+            spiffe_id: got,
+            cert_chain: svid.cert_chain,
+            private_key_pkcs8: key,
+            expires_at: unix_to_system(svid.expires_at),
+        })
+    }
+
+    /// Renews the agent SVID over a fresh key; the new SVID becomes the client's identity (and the
+    /// old one is refused by the issuer from then on).
+    pub async fn renew(&self) -> Result<AgentIdentity, NodeClientError> {
+        let current = self.identity().ok_or(NodeClientError::NotAttested)?;
+        let (key, csr) = generate_key_and_csr()?;
+        let resp = self
+            .authed()
+            .await?
+            .renew_agent(pb::RenewAgentRequest { csr })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let bundle = match resp.bundle {
+            Some(b) => bundle_from_proto(&self.trust_domain, b)?,
+            None => (*self.bundle()).clone(),
+        };
+        let svid = resp
+            .svid
+            .ok_or_else(|| NodeClientError::Protocol("renewal response has no SVID".into()))?;
+        let identity = self.checked_identity(svid, &bundle, key, Some(&current.spiffe_id))?;
+        self.set_bundle(bundle)?;
+        self.set_identity(identity.clone());
+        Ok(identity)
+    }
+
+    /// Fetches one page of entry changes.
+    pub async fn sync_entries_page(
+        &self,
+        since_revision: i64,
+        page_size: u32,
+        page_token: String,
+    ) -> Result<pb::SyncEntriesResponse, NodeClientError> {
+        self.authed()
+            .await?
+            .sync_entries(pb::SyncEntriesRequest {
+                since_revision,
+                page_size,
+                page_token,
+            })
+            .await
+            .map_err(rpc_error)
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Fetches every page of the entries authorized for this agent that changed since
+    /// `since_revision` (0 = full listing); `page_size` 0 = the issuer's default. Updates the
+    /// pinned bundle from the response.
+    pub async fn sync_entries(
+        &self,
+        since_revision: i64,
+        page_size: u32,
+    ) -> Result<EntrySync, NodeClientError> {
+        let mut out = EntrySync::default();
+        let mut token = String::new();
+        let mut first = true;
+        loop {
+            let page = self
+                .sync_entries_page(since_revision, page_size, token)
+                .await?;
+            if first {
+                out.full = page.full;
+                out.revision = page.revision;
+                first = false;
+            } else if page.full != out.full || page.revision != out.revision {
+                return Err(NodeClientError::Protocol(
+                    "sync pages disagree on revision or mode".into(),
+                ));
+            }
+            out.entries.extend(page.entries);
+            out.removed_entry_ids.extend(page.removed_entry_ids);
+            if let Some(b) = page.bundle {
+                self.set_bundle(bundle_from_proto(&self.trust_domain, b)?)?;
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Asks the issuer to sign X509-SVIDs; one result per request, in order.
+    pub async fn batch_new_x509_svid(
+        &self,
+        requests: Vec<SvidRequest>,
+    ) -> Result<Vec<Result<X509Svid, ItemError>>, NodeClientError> {
+        let n = requests.len();
+        let resp = self
+            .authed()
+            .await?
+            .batch_new_x509svid(pb::BatchNewX509svidRequest {
+                params: requests
+                    .into_iter()
+                    .map(|r| pb::NewX509svidParams {
+                        entry_id: r.entry_id,
+                        csr: r.csr,
+                    })
+                    .collect(),
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        if resp.results.len() != n {
+            return Err(NodeClientError::Protocol(format!(
+                "{} results for {n} requests",
+                resp.results.len()
+            )));
+        }
+        resp.results
+            .into_iter()
+            .map(|r| match (r.svid, r.error) {
+                (Some(svid), None) => {
+                    let id = SpiffeId::parse(&svid.spiffe_id)
+                        .map_err(|e| NodeClientError::Protocol(format!("SVID SPIFFE ID: {e}")))?;
+                    Ok(Ok(X509Svid {
+                        spiffe_id: id,
+                        cert_chain: svid.cert_chain,
+                        expires_at: unix_to_system(svid.expires_at),
+                    }))
+                }
+                (None, Some(e)) => Ok(Err(ItemError {
+                    code: tonic::Code::from_i32(e.code),
+                    message: e.message,
+                })),
+                _ => Err(NodeClientError::Protocol(format!(
+                    "result for entry {} has neither or both of svid and error",
+                    r.entry_id
+                ))),
+            })
+            .collect()
+    }
+
+    /// Fetches the issuer's trust bundle (and pins it).
+    pub async fn get_bundle(&self) -> Result<Bundle, NodeClientError> {
+        let resp = self
+            .authed()
+            .await?
+            .get_bundle(pb::GetBundleRequest {})
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let bundle = bundle_from_proto(
+            &self.trust_domain,
+            resp.bundle
+                .ok_or_else(|| NodeClientError::Protocol("response has no bundle".into()))?,
+        )?;
+        self.set_bundle(bundle.clone())?;
+        Ok(bundle)
+    }
+}
+
+/// The agent's copy of its authorized entries, kept up to date with [`NodeClient::sync_entries`].
+///
+/// A full listing replaces the set; a delta upserts and removes. Then entries that have expired
+/// and entries no longer connected to the agent (through its ID, its node aliases, or a chain of
+/// parent entries) are dropped: the issuer reports changed entries, and this pruning removes the
+/// descendants of an entry that was deleted or re-parented.
+#[derive(Debug, Clone)]
+pub struct EntryCache {
+    agent_id: String,
+    issuer_id: String,
+    entries: HashMap<String, pb::Entry>,
+    revision: i64,
+}
+
+impl EntryCache {
+    /// An empty cache for `agent_id` of the trust domain whose issuer is `issuer_id`.
+    pub fn new(agent_id: &SpiffeId, issuer_id: &SpiffeId) -> Self {
+        Self {
+            agent_id: agent_id.to_string(),
+            issuer_id: issuer_id.to_string(),
+            entries: HashMap::new(),
+            revision: 0,
+        }
+    }
+
+    /// The revision to sync from next time (0 before the first sync).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// One entry by id.
+    pub fn get(&self, id: &str) -> Option<&pb::Entry> {
+        self.entries.get(id)
+    }
+
+    /// Every cached entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &pb::Entry> {
+        self.entries.values()
+    }
+
+    /// Number of cached entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Applies a sync result at time `now`.
+    pub fn apply(&mut self, sync: EntrySync, now: SystemTime) {
+        if sync.full {
+            self.entries.clear();
+        }
+        for id in &sync.removed_entry_ids {
+            self.entries.remove(id);
+        }
+        for e in sync.entries {
+            self.entries.insert(e.id.clone(), e);
+        }
+        self.revision = sync.revision;
+        self.prune(now);
+    }
+
+    /// Syncs from the cache's revision and applies the result.
+    pub async fn refresh(
+        &mut self,
+        client: &NodeClient,
+        page_size: u32,
+    ) -> Result<(), NodeClientError> {
+        let sync = client.sync_entries(self.revision, page_size).await?;
+        self.apply(sync, SystemTime::now());
+        Ok(())
+    }
+
+    fn prune(&mut self, now: SystemTime) {
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.entries
+            .retain(|_, e| e.expires_at == 0 || e.expires_at > now);
+        let mut by_parent: HashMap<&str, Vec<&pb::Entry>> = HashMap::new();
+        for e in self.entries.values() {
+            by_parent.entry(e.parent_id.as_str()).or_default().push(e);
+        }
+        let mut reachable: HashSet<String> = HashSet::new();
+        let mut seen_parents: HashSet<&str> = HashSet::new();
+        let mut queue: VecDeque<&str> = VecDeque::new();
+        queue.push_back(self.agent_id.as_str());
+        queue.push_back(self.issuer_id.as_str());
+        while let Some(parent) = queue.pop_front() {
+            if !seen_parents.insert(parent) {
+                continue;
+            }
+            for e in by_parent.get(parent).into_iter().flatten() {
+                reachable.insert(e.id.clone());
+                queue.push_back(e.spiffe_id.as_str());
+            }
+        }
+        self.entries.retain(|id, _| reachable.contains(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, spiffe_id: &str, parent: &str, revision: i64) -> pb::Entry {
+        pb::Entry {
+            id: id.into(),
+            spiffe_id: spiffe_id.into(),
+            parent_id: parent.into(),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    const AGENT: &str = "spiffe://td/signet/agent/join_token/t";
+    const ISSUER: &str = "spiffe://td/signet/issuer";
+
+    fn cache() -> EntryCache {
+        EntryCache::new(
+            &SpiffeId::parse(AGENT).unwrap(),
+            &SpiffeId::parse(ISSUER).unwrap(),
+        )
+    }
+
+    fn ids(c: &EntryCache) -> Vec<String> {
+        let mut v: Vec<String> = c.entries().map(|e| e.id.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn full_then_delta() {
+        let mut c = cache();
+        c.apply(
+            EntrySync {
+                full: true,
+                entries: vec![
+                    entry("a", "spiffe://td/a", AGENT, 1),
+                    entry("b", "spiffe://td/b", AGENT, 2),
+                ],
+                removed_entry_ids: vec![],
+                revision: 2,
+            },
+            SystemTime::now(),
+        );
+        assert_eq!(ids(&c), ["a", "b"]);
+        assert_eq!(c.revision(), 2);
+        c.apply(
+            EntrySync {
+                full: false,
+                entries: vec![entry("c", "spiffe://td/c", AGENT, 3)],
+                removed_entry_ids: vec!["a".into(), "unknown".into()],
+                revision: 4,
+            },
+            SystemTime::now(),
+        );
+        assert_eq!(ids(&c), ["b", "c"]);
+        assert_eq!(c.revision(), 4);
+        // A full listing replaces everything.
+        c.apply(
+            EntrySync {
+                full: true,
+                entries: vec![entry("d", "spiffe://td/d", AGENT, 5)],
+                removed_entry_ids: vec![],
+                revision: 5,
+            },
+            SystemTime::now(),
+        );
+        assert_eq!(ids(&c), ["d"]);
+    }
+
+    #[test]
+    fn descendants_of_removed_or_reparented_entries_are_pruned() {
+        let mut c = cache();
+        c.apply(
+            EntrySync {
+                full: true,
+                entries: vec![
+                    entry("alias", "spiffe://td/alias", ISSUER, 1),
+                    entry("under-alias", "spiffe://td/w1", "spiffe://td/alias", 2),
+                    entry("mid", "spiffe://td/mid", AGENT, 3),
+                    entry("nested", "spiffe://td/n", "spiffe://td/mid", 4),
+                    entry("orphan", "spiffe://td/o", "spiffe://td/nobody", 5),
+                ],
+                removed_entry_ids: vec![],
+                revision: 5,
+            },
+            SystemTime::now(),
+        );
+        assert_eq!(ids(&c), ["alias", "mid", "nested", "under-alias"]);
+        // The alias is removed and "mid" changes its SPIFFE ID: their descendants go too.
+        c.apply(
+            EntrySync {
+                full: false,
+                entries: vec![entry("mid", "spiffe://td/mid2", AGENT, 6)],
+                removed_entry_ids: vec!["alias".into()],
+                revision: 6,
+            },
+            SystemTime::now(),
+        );
+        assert_eq!(ids(&c), ["mid"]);
+    }
+
+    #[test]
+    fn expired_entries_are_dropped() {
+        let mut c = cache();
+        let mut e = entry("a", "spiffe://td/a", AGENT, 1);
+        e.expires_at = 100;
+        let mut child = entry("b", "spiffe://td/b", "spiffe://td/a", 1);
+        child.expires_at = 0;
+        c.apply(
+            EntrySync {
+                full: true,
+                entries: vec![e, child],
+                removed_entry_ids: vec![],
+                revision: 1,
+            },
+            UNIX_EPOCH + Duration::from_secs(50),
+        );
+        assert_eq!(c.len(), 2);
+        c.apply(
+            EntrySync {
+                full: false,
+                revision: 1,
+                ..Default::default()
+            },
+            UNIX_EPOCH + Duration::from_secs(100),
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(split_host("127.0.0.1:8081").is_ok());
+        assert!(split_host("[::1]:8081").is_ok());
+        assert!(split_host("issuer.example.org:443").is_ok());
+        for bad in ["127.0.0.1", ":8081", "host:notaport", "a b:1"] {
+            assert!(split_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_requires_bundle_unless_insecure() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let cfg = |bundle, insecure| NodeClientConfig {
+            address: "127.0.0.1:1".into(),
+            trust_domain: td.clone(),
+            bundle,
+            insecure_bootstrap: insecure,
+        };
+        assert!(matches!(
+            NodeClient::new(cfg(None, false)),
+            Err(NodeClientError::Config(_))
+        ));
+        assert!(NodeClient::new(cfg(None, true)).is_ok());
+        let other = Bundle::new(TrustDomain::new("other.org").unwrap());
+        assert!(NodeClient::new(cfg(Some(other), true)).is_err());
+        let c = NodeClient::new(cfg(None, true)).unwrap();
+        assert_eq!(
+            c.issuer_id().to_string(),
+            "spiffe://example.org/signet/issuer"
+        );
+    }
+
+    #[test]
+    fn csr_carries_the_generated_key() {
+        let (key, csr) = generate_key_and_csr().unwrap();
+        let parsed = rcgen::CertificateSigningRequestParams::from_der(&csr.into()).unwrap();
+        let kp = rcgen::KeyPair::try_from(key.as_slice()).unwrap();
+        use rcgen::PublicKeyData;
+        assert_eq!(parsed.public_key.der_bytes(), kp.der_bytes());
+    }
+
+    #[test]
+    fn identity_debug_redacts_the_key() {
+        let (key, _) = generate_key_and_csr().unwrap();
+        let id = AgentIdentity {
+            spiffe_id: SpiffeId::parse(AGENT).unwrap(),
+            cert_chain: vec![],
+            private_key_pkcs8: key,
+            expires_at: UNIX_EPOCH,
+        };
+        assert!(format!("{id:?}").contains("redacted"));
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_calls_need_an_identity() {
+        let c = NodeClient::new(NodeClientConfig {
+            address: "127.0.0.1:1".into(),
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            bundle: None,
+            insecure_bootstrap: true,
+        })
+        .unwrap();
+        assert!(matches!(
+            c.get_bundle().await,
+            Err(NodeClientError::NotAttested)
+        ));
+        assert!(matches!(c.renew().await, Err(NodeClientError::NotAttested)));
+    }
+}
