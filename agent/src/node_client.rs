@@ -9,7 +9,8 @@
 //!   identity. Every other call authenticates with that SVID (mutual TLS); after
 //!   [`NodeClient::renew`] the connection is re-established with the new SVID, since the issuer
 //!   refuses the old one.
-//! - [`EntryCache`] applies [`NodeClient::sync_entries`] results (full listings and deltas).
+//! - [`EntryCache`] applies [`NodeClient::sync_entries`] results (full listings and deltas);
+//!   [`NodeClient::watch_entries`] says when to sync (server push of the store revision).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -845,6 +846,53 @@ impl NodeClient {
             .collect()
     }
 
+    /// Watches for changes (server push): yields `(revision, bundle_sequence)` at once (the
+    /// issuer's current store revision and own bundle sequence), then again whenever either
+    /// changes; bursts are coalesced. Call [`NodeClient::sync_entries`] (e.g. through
+    /// [`EntryCache::refresh`]) when `revision` is above the cache's revision, and
+    /// [`NodeClient::get_bundle`] when `bundle_sequence` is above the pinned bundle's `sequence`.
+    ///
+    /// The connection or RPC failure, if any, is the last item. The stream also ends normally
+    /// (`None`) when the issuer closes it: when the agent SVID it was opened with expires, after
+    /// at most about ten minutes, or at issuer shutdown. Watch again then (with backoff after an
+    /// error), and after [`NodeClient::renew`] so that the watch uses the new SVID; sync once on
+    /// every (re)open, since changes may have happened in between.
+    pub fn watch_entries(
+        &self,
+    ) -> impl futures::Stream<Item = Result<(i64, u64), NodeClientError>> + Send + Unpin + '_ {
+        enum State<'a> {
+            Start(&'a NodeClient),
+            Open(Box<tonic::Streaming<pb::WatchEntriesEvent>>),
+            Done,
+        }
+        use futures::StreamExt;
+        futures::stream::unfold(State::Start(self), |state| async move {
+            let mut events = match state {
+                State::Start(client) => {
+                    let opened = match client.authed().await {
+                        Ok(mut grpc) => grpc
+                            .watch_entries(pb::WatchEntriesRequest {})
+                            .await
+                            .map_err(rpc_error),
+                        Err(e) => Err(e),
+                    };
+                    match opened {
+                        Ok(r) => Box::new(r.into_inner()),
+                        Err(e) => return Some((Err(e), State::Done)),
+                    }
+                }
+                State::Open(events) => events,
+                State::Done => return None,
+            };
+            match events.message().await {
+                Ok(Some(ev)) => Some((Ok((ev.revision, ev.bundle_sequence)), State::Open(events))),
+                Ok(None) => None,
+                Err(s) => Some((Err(rpc_error(s)), State::Done)),
+            }
+        })
+        .boxed()
+    }
+
     /// Fetches the issuer's trust bundle (and pins it).
     pub async fn get_bundle(&self) -> Result<Bundle, NodeClientError> {
         let resp = self
@@ -1168,5 +1216,9 @@ mod tests {
             Err(NodeClientError::NotAttested)
         ));
         assert!(matches!(c.renew().await, Err(NodeClientError::NotAttested)));
+        // The watch reports it as its only item.
+        let items: Vec<_> = futures::StreamExt::collect(c.watch_entries()).await;
+        assert_eq!(items.len(), 1);
+        assert!(matches!(items[0], Err(NodeClientError::NotAttested)));
     }
 }

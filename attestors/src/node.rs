@@ -123,12 +123,26 @@ pub trait ChallengeChannel: Send {
 pub trait NodeAttestor: Send + Sync {
     /// The attestor's name, used as `attestor_type` on the wire and as the selector type.
     fn attestor_type(&self) -> &'static str;
-    /// Checks one attempt. Challenges, if any, go through `channel`.
+    /// Checks one attempt. Challenges, if any, go through `channel`. Must not consume anything
+    /// (see [`NodeAttestor::redeem`]).
     async fn attest(
         &self,
         request: AttestationRequest<'_>,
         channel: &mut dyn ChallengeChannel,
     ) -> Result<NodeAttestation, AttestError>;
+    /// Makes a successful [`NodeAttestor::attest`] final. The issuer calls it after every other
+    /// check that can fail and after signing the agent SVID, just before it records the agent, so
+    /// that a single-use credential (a join token) is spent only when the attestation can complete;
+    /// an error here discards the signed SVID. It may complete `attestation` with what only the
+    /// redeemed credential tells (node aliases). The default has nothing to redeem.
+    async fn redeem(
+        &self,
+        request: AttestationRequest<'_>,
+        attestation: &mut NodeAttestation,
+    ) -> Result<(), AttestError> {
+        let _ = (request, attestation);
+        Ok(())
+    }
 }
 
 /// Agent side of a node attestor: produces the evidence and answers the issuer's challenges.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer as RcIssuer,
     KeyPair, SanType,
@@ -20,6 +21,7 @@ use signet_attestors::join_token;
 use signet_attestors::x509pop::{self, X509PopAgent};
 use signet_ca::{CaConfig, CertificateAuthority, KeyType};
 use signet_issuer::metrics::Metrics;
+use signet_issuer::node::notify::RevisionNotifier;
 use signet_issuer::node::{NodeApiOptions, serve_with};
 use signet_issuer::state::{Defaults, Issuer, issuer_id};
 use signet_proto::node as pb;
@@ -42,8 +44,34 @@ struct Env {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Knobs of a test issuer.
+struct EnvOptions {
+    node: NodeApiOptions,
+    agent_ttl: Duration,
+    notifier: RevisionNotifier,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            node: NodeApiOptions::default(),
+            agent_ttl: Duration::from_secs(3600),
+            notifier: RevisionNotifier::new(),
+        }
+    }
+}
+
 impl Env {
     async fn start(options: NodeApiOptions) -> Env {
+        Env::start_with(EnvOptions {
+            node: options,
+            ..EnvOptions::default()
+        })
+        .await
+    }
+
+    async fn start_with(opts: EnvOptions) -> Env {
+        let options = opts.node;
         let dir = tempfile::tempdir().unwrap();
         let store = signet_store::open(&format!("sqlite://{}/db.sqlite", dir.path().display()))
             .await
@@ -69,9 +97,10 @@ impl Env {
             defaults: Defaults {
                 x509_svid_ttl: Duration::from_secs(3600),
                 jwt_svid_ttl: Duration::from_secs(300),
-                agent_ttl: Duration::from_secs(3600),
+                agent_ttl: opts.agent_ttl,
             },
             metrics: Arc::new(Metrics::new()),
+            notifier: Arc::new(opts.notifier),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -331,6 +360,55 @@ async fn bad_csr_at_attestation_is_refused_without_spending_the_token() {
     );
     // The token still works.
     client.attest_join_token(&token).await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn failed_signing_leaves_the_token_unspent() {
+    // An agent TTL of zero makes the CA refuse to sign the agent SVID.
+    let env = Env::start_with(EnvOptions {
+        agent_ttl: Duration::ZERO,
+        ..EnvOptions::default()
+    })
+    .await;
+    let token = env.token(600, Some(&format!("spiffe://{TD}/alias"))).await;
+    let (code, msg) = rpc(env.client().attest_join_token(&token).await.unwrap_err());
+    assert_eq!(code, tonic::Code::Internal);
+    assert!(msg.starts_with("cannot sign the agent SVID"), "{msg}");
+    // Nothing was recorded: no agent, no alias entry, and the token is still unspent.
+    assert!(env.issuer.store.list_agents().await.unwrap().is_empty());
+    assert_eq!(env.issuer.store.count_entries().await.unwrap(), 0);
+    let e = &audit_events(&env, "agent.attest").await[0].event;
+    assert_eq!(e.outcome, "error");
+    assert_eq!(e.subject, "unknown agent");
+    let used = env
+        .issuer
+        .store
+        .consume_join_token(&join_token::hash_join_token(&token), now_s())
+        .await
+        .unwrap();
+    assert!(
+        matches!(used, signet_store::JoinTokenUse::Consumed(_)),
+        "{used:?}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn spent_token_of_an_evicted_agent_is_refused_and_nothing_recorded() {
+    let env = Env::start(NodeApiOptions::default()).await;
+    let token = env.token(600, None).await;
+    let a = env.client().attest_join_token(&token).await.unwrap();
+    let id = a.identity.spiffe_id.to_string();
+    env.issuer.store.delete_agent(&id).await.unwrap();
+    // The checks pass and an SVID is signed, but redeeming the token fails: the SVID is dropped.
+    let (code, msg) = rpc(env.client().attest_join_token(&token).await.unwrap_err());
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert_eq!(msg, "join token already used");
+    assert!(env.issuer.store.get_agent(&id).await.unwrap().is_none());
+    let events = audit_events(&env, "agent.attest").await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].event.outcome, "denied");
     env.stop().await;
 }
 
@@ -664,6 +742,7 @@ async fn banned_agent_is_refused_everywhere() {
             .await
             .unwrap_err(),
     );
+    expect_banned(client.watch_entries().next().await.unwrap().unwrap_err());
     // Attesting again is refused too.
     expect_banned(env.client().attest_x509pop(&agent).await.unwrap_err());
     let stored = env.issuer.store.get_agent(&id).await.unwrap().unwrap();
@@ -702,6 +781,11 @@ async fn client_without_certificate_is_unauthenticated() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let err = raw
         .renew_agent(pb::RenewAgentRequest { csr: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = raw
+        .watch_entries(pb::WatchEntriesRequest {})
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
@@ -1241,5 +1325,131 @@ async fn large_listings_are_cut_into_pages_under_the_message_limit() {
     assert!(pages >= 2, "{pages} pages");
     let all = client.sync_entries(0, 0).await.unwrap();
     assert_eq!(all.entries.len(), n);
+    env.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// change notification (WatchEntries)
+
+/// The next event of a watch; the timeout only keeps a broken build from hanging the suite.
+async fn next_event<S>(watch: &mut S) -> (i64, u64)
+where
+    S: futures::Stream<Item = Result<(i64, u64), NodeClientError>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("no watch event")
+        .expect("the watch ended")
+        .expect("watch error")
+}
+
+#[tokio::test]
+async fn watch_sends_the_current_revision_then_each_notified_change() {
+    // Polling every hour: only `notify` can explain the second event.
+    let env = Env::start_with(EnvOptions {
+        notifier: RevisionNotifier::with_poll_interval(Duration::from_secs(3600)),
+        ..EnvOptions::default()
+    })
+    .await;
+    let (client, identity) = env.agent().await;
+    let before = env
+        .entry(
+            &format!("spiffe://{TD}/before"),
+            &identity.spiffe_id.to_string(),
+        )
+        .await;
+    env.issuer.notifier.notify();
+    let mut watch = client.watch_entries();
+    let (rev, seq) = next_event(&mut watch).await;
+    // The first event is the current state (the issuer's first read, or the notified one).
+    assert!(rev == 0 || rev == before.revision, "{rev}");
+    assert_eq!(seq, env.issuer.ca.bundle_sequence());
+    let rev = if rev == before.revision {
+        rev
+    } else {
+        next_event(&mut watch).await.0
+    };
+    assert_eq!(rev, before.revision);
+
+    let started = std::time::Instant::now();
+    let entry = env
+        .entry(
+            &format!("spiffe://{TD}/web"),
+            &identity.spiffe_id.to_string(),
+        )
+        .await;
+    env.issuer.notifier.notify();
+    let (rev, seq) = next_event(&mut watch).await;
+    eprintln!("notified change seen after {:?}", started.elapsed());
+    assert_eq!(rev, entry.revision);
+    assert_eq!(seq, env.issuer.ca.bundle_sequence());
+    // The agent then syncs the delta and gets the entry.
+    let delta = client.sync_entries(before.revision, 0).await.unwrap();
+    assert_eq!(delta.revision, entry.revision);
+    assert_eq!(
+        delta
+            .entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![entry.id.as_str()]
+    );
+    // One receiver for the one watching agent.
+    assert_eq!(env.issuer.notifier.watchers(), 1);
+    drop(watch);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn watch_sees_changes_made_elsewhere_through_the_poll() {
+    // Default poll (250 ms), no notify: as when another issuer shares the store.
+    let env = Env::start(NodeApiOptions::default()).await;
+    let (client, identity) = env.agent().await;
+    let mut watch = client.watch_entries();
+    let (first, _) = next_event(&mut watch).await;
+    let started = std::time::Instant::now();
+    let entry = env
+        .entry(
+            &format!("spiffe://{TD}/web"),
+            &identity.spiffe_id.to_string(),
+        )
+        .await;
+    assert!(entry.revision > first);
+    let mut rev = first;
+    while rev < entry.revision {
+        rev = next_event(&mut watch).await.0;
+    }
+    eprintln!("polled change seen after {:?}", started.elapsed());
+    assert_eq!(rev, entry.revision);
+    // A deletion is a change too.
+    env.issuer.store.delete_entry(&entry.id).await.unwrap();
+    let (after_delete, _) = next_event(&mut watch).await;
+    assert!(after_delete > entry.revision);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn watch_ends_when_the_issuer_stops() {
+    let env = Env::start(NodeApiOptions::default()).await;
+    let (client, _) = env.agent().await;
+    let mut watch = client.watch_entries();
+    next_event(&mut watch).await;
+    // The graceful shutdown does not wait for open watches: it ends them.
+    env.stop().await;
+    assert!(watch.next().await.is_none());
+}
+
+#[tokio::test]
+async fn watch_ends_when_the_agent_svid_expires() {
+    let env = Env::start_with(EnvOptions {
+        agent_ttl: Duration::from_secs(4),
+        ..EnvOptions::default()
+    })
+    .await;
+    let (client, _) = env.agent().await;
+    let mut watch = client.watch_entries();
+    next_event(&mut watch).await;
+    // Ends normally (the agent renews and watches again with its new SVID).
+    assert!(watch.next().await.is_none());
     env.stop().await;
 }

@@ -22,6 +22,11 @@ use crate::state::Issuer;
 
 /// The join-token attestor, server side: the pure rules come from `signet_attestors::join_token`,
 /// the single-use redemption from the store.
+///
+/// [`NodeAttestor::attest`] only checks the token's form and derives the agent ID; the token is
+/// consumed in [`NodeAttestor::redeem`], after the issuer has done every other check and signed
+/// the agent SVID, so that no failure of the issuer's own (bad CSR, banned agent, signing error)
+/// spends a token. An unknown, spent or expired token is refused there and the SVID discarded.
 pub(crate) struct JoinTokenAttestor {
     pub(crate) store: Arc<dyn Store>,
 }
@@ -39,6 +44,20 @@ impl NodeAttestor for JoinTokenAttestor {
     ) -> Result<NodeAttestation, AttestError> {
         let token = join_token::parse_payload(request.payload)?;
         let agent_id = join_token::agent_id(request.trust_domain, &token)?;
+        Ok(NodeAttestation {
+            agent_id,
+            selectors: vec![join_token::node_selector(&token)],
+            can_reattest: false,
+            aliases: Vec::new(),
+        })
+    }
+
+    async fn redeem(
+        &self,
+        request: AttestationRequest<'_>,
+        attestation: &mut NodeAttestation,
+    ) -> Result<(), AttestError> {
+        let token = join_token::parse_payload(request.payload)?;
         let hash = join_token::hash_join_token(&token);
         let used = self
             .store
@@ -50,9 +69,10 @@ impl NodeAttestor for JoinTokenAttestor {
             JoinTokenUse::AlreadySpent => return Err(AttestError::JoinTokenSpent),
             JoinTokenUse::Consumed(t) => t,
         };
-        // Spent above even when expired: an expired token can never be retried.
+        // Spent above even when expired: an expired token can never be retried. (The store has no
+        // read-only lookup, so expiry and alias can only be checked once the token is consumed;
+        // neither can ever succeed later, so nothing usable is lost.)
         join_token::check_expiry(stored.expires_at, request.now)?;
-        let mut aliases = Vec::new();
         if let Some(alias) = stored.alias_spiffe_id {
             let id = SpiffeId::parse(&alias)
                 .ok()
@@ -63,14 +83,9 @@ impl NodeAttestor for JoinTokenAttestor {
                         request.trust_domain
                     ))
                 })?;
-            aliases.push(id);
+            attestation.aliases.push(id);
         }
-        Ok(NodeAttestation {
-            agent_id,
-            selectors: vec![join_token::node_selector(&token)],
-            can_reattest: false,
-            aliases,
-        })
+        Ok(())
     }
 }
 
@@ -257,22 +272,26 @@ impl NodeService {
             .map_err(|e| denied(Status::invalid_argument(format!("invalid CSR: {e}"))))?;
 
         let now = SystemTime::now();
+        let request = AttestationRequest {
+            trust_domain: &issuer.trust_domain,
+            payload: &params.payload,
+            now,
+        };
         let mut channel = StreamChallenges { inbound, outbound };
-        let attestation = attestor
-            .attest(
-                AttestationRequest {
-                    trust_domain: &issuer.trust_domain,
-                    payload: &params.payload,
-                    now,
-                },
-                &mut channel,
-            )
+        let mut attestation = attestor
+            .attest(request, &mut channel)
             .await
             .map_err(|e| (attest_status(&e), e.is_denial()))?;
         let agent_id = attestation.agent_id.clone();
-        attempt.agent_id = Some(agent_id.clone());
+        let is_join_token = attestor.attestor_type() == join_token::ATTESTOR_TYPE;
+        // A join-token agent ID contains the token: name it in the audit log only once the token
+        // is spent (below), never for a refused, possibly still unspent token.
+        if !is_join_token {
+            attempt.agent_id = Some(agent_id.clone());
+        }
         let id_str = agent_id.to_string();
 
+        // Every check that can fail comes before `redeem`, which spends single-use credentials.
         let existing = issuer
             .store
             .get_agent(&id_str)
@@ -285,10 +304,16 @@ impl NodeService {
                 ))));
             }
             if !a.can_reattest {
-                return Err(denied(Status::permission_denied(format!(
-                    "agent {id_str} is already attested and its attestor does not allow \
-                     re-attestation; evict it first"
-                ))));
+                // A join-token agent exists only once its token was spent.
+                let status = if is_join_token {
+                    attest_status(&AttestError::JoinTokenSpent)
+                } else {
+                    Status::permission_denied(format!(
+                        "agent {id_str} is already attested and its attestor does not allow \
+                         re-attestation; evict it first"
+                    ))
+                };
+                return Err(denied(status));
             }
         }
 
@@ -313,6 +338,13 @@ impl NodeService {
         issuer
             .metrics
             .record_signature("agent_svid", started.elapsed().as_secs_f64());
+
+        // Spend the credential; on refusal the SVID above is dropped unsent.
+        attestor
+            .redeem(request, &mut attestation)
+            .await
+            .map_err(|e| (attest_status(&e), e.is_denial()))?;
+        attempt.agent_id = Some(agent_id.clone());
 
         let mut selectors: Vec<Selector> = attestation
             .selectors
@@ -356,6 +388,10 @@ impl NodeService {
                 ))),
                 other => (store_status(&other), false),
             })?;
+        if !attestation.aliases.is_empty() {
+            // Alias entries may have been created: tell watching agents.
+            issuer.notifier.notify();
+        }
 
         Ok(pb::AttestationResult {
             spiffe_id: id_str,

@@ -7,16 +7,21 @@
 //! the store: the agent must exist, must not be banned, and the presented SVID must be its current
 //! one (same serial), so an SVID that was renewed away is refused.
 //!
+//! `WatchEntries` pushes the store revision and bundle sequence to agents ([`notify`]): the server
+//! runs the issuer's [`notify::RevisionNotifier`] refresh loop while it serves.
+//!
 //! Every RPC runs in a tracing span (`node_rpc`, with the method and the peer agent ID) and is
 //! counted by `record_rpc("node", method, code)`.
 
 mod attest;
 pub mod authz;
+pub mod notify;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +32,7 @@ use signet_proto::node as pb;
 use signet_proto::node::node_server::{Node, NodeServer};
 use signet_spiffe::SpiffeId;
 use signet_store::{AttestedAgent, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -43,6 +48,12 @@ pub const MAX_BATCH: usize = 500;
 
 /// Time allowed for a whole attestation (including the agent's challenge answers).
 pub(crate) const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest life of one `WatchEntries` stream, less a random part of up to [`WATCH_JITTER`] (so that
+/// the agents' reconnections spread). Bounds how long a banned or evicted agent keeps a stream.
+pub const WATCH_MAX_LIFETIME: Duration = Duration::from_secs(600);
+/// See [`WATCH_MAX_LIFETIME`].
+pub const WATCH_JITTER: Duration = Duration::from_secs(60);
 
 /// Node API options that are not part of [`Issuer`].
 #[derive(Debug, Clone, Default)]
@@ -79,6 +90,19 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let service =
         NodeService::new(issuer.clone(), options).map_err(|e| anyhow::anyhow!("node API: {e}"))?;
+    let _notifier = AbortOnDrop(tokio::spawn(
+        issuer
+            .notifier
+            .clone()
+            .run(issuer.store.clone(), issuer.ca.clone()),
+    ));
+    // Watch streams never end by themselves: end them when the server starts shutting down, so
+    // that the graceful shutdown does not wait for them.
+    let closing = service.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close_streams();
+    };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let svid = tls::mint_issuer_svid(&issuer, &provider, SystemTime::now())?;
     let resolver = Arc::new(tls::SvidResolver::new(svid));
@@ -108,7 +132,13 @@ pub struct NodeService {
     issuer: Arc<Issuer>,
     /// The enabled node attestors, by `attestor_type`.
     attestors: Arc<BTreeMap<&'static str, Arc<dyn NodeAttestor>>>,
+    /// Set to `true` by [`NodeService::close_streams`].
+    closing: Arc<watch::Sender<bool>>,
 }
+
+/// The response stream of `WatchEntries`.
+pub type WatchEntriesStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEntriesEvent, Status>> + Send>>;
 
 /// Maps a store error to a status (details are logged, not sent).
 pub(crate) fn store_status(e: &StoreError) -> Status {
@@ -178,7 +208,14 @@ impl NodeService {
         Ok(Self {
             issuer,
             attestors: Arc::new(attestors),
+            closing: Arc::new(watch::channel(false).0),
         })
+    }
+
+    /// Ends every open `WatchEntries` stream (status OK) and refuses new ones with `UNAVAILABLE`:
+    /// call it when the server starts shutting down ([`serve_with`] does).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Runs a unary handler in its span and records its outcome.
@@ -399,6 +436,30 @@ impl NodeService {
         })
     }
 
+    /// Authenticates the caller and builds its watch stream (see [`notify`]).
+    async fn watch(&self, info: Option<&NodeConnectInfo>) -> Result<WatchEntriesStream, Status> {
+        let caller = self.authenticate(info).await?;
+        let mut closing = self.closing.subscribe();
+        if *closing.borrow_and_update() {
+            return Err(Status::unavailable("the issuer is shutting down"));
+        }
+        let rx = self.issuer.notifier.subscribe();
+        // Live until the presented SVID expires, and at most WATCH_MAX_LIFETIME less a jitter.
+        let svid_left = caller
+            .agent
+            .expires_at
+            .saturating_sub(unix_secs(SystemTime::now()))
+            .max(0);
+        let jitter = Duration::from_millis(rand::random_range(
+            0..=u64::try_from(WATCH_JITTER.as_millis()).unwrap_or(u64::MAX),
+        ));
+        let life = Duration::from_secs(svid_left.unsigned_abs())
+            .min(WATCH_MAX_LIFETIME.saturating_sub(jitter));
+        let deadline = tokio::time::Instant::now() + life;
+        tracing::debug!(lifetime_s = life.as_secs(), "entry watch opened");
+        Ok(Box::pin(watch_stream(rx, closing, deadline)))
+    }
+
     async fn batch_sign(
         &self,
         info: Option<&NodeConnectInfo>,
@@ -429,6 +490,52 @@ impl NodeService {
         .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
         Ok(pb::BatchNewX509svidResponse { results })
     }
+}
+
+/// The events of one watch: the current value at once (once the store was read), then every change,
+/// until `deadline` or shutdown.
+fn watch_stream(
+    rx: watch::Receiver<Option<notify::Revision>>,
+    closing: watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+) -> impl futures::Stream<Item = Result<pb::WatchEntriesEvent, Status>> + Send + 'static {
+    struct State {
+        rx: watch::Receiver<Option<notify::Revision>>,
+        closing: watch::Receiver<bool>,
+        deadline: tokio::time::Instant,
+        first: bool,
+    }
+    let state = State {
+        rx,
+        closing,
+        deadline,
+        first: true,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if !st.first {
+                tokio::select! {
+                    biased;
+                    _ = st.closing.wait_for(|c| *c) => return None,
+                    () = tokio::time::sleep_until(st.deadline) => return None,
+                    changed = st.rx.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+            st.first = false;
+            let value = *st.rx.borrow_and_update();
+            if let Some(v) = value {
+                let event = pb::WatchEntriesEvent {
+                    revision: v.revision,
+                    bundle_sequence: v.bundle_sequence,
+                };
+                return Some((Ok(event), st));
+            }
+        }
+    })
 }
 
 fn item_error(entry_id: String, code: tonic::Code, message: String) -> pb::X509svidResult {
@@ -599,6 +706,18 @@ impl Node for NodeService {
             self.batch_sign(info.as_ref(), req),
         )
         .await
+    }
+
+    type WatchEntriesStream = WatchEntriesStream;
+
+    async fn watch_entries(
+        &self,
+        request: Request<pb::WatchEntriesRequest>,
+    ) -> Result<Response<Self::WatchEntriesStream>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        self.observe("WatchEntries", remote, self.watch(info.as_ref()))
+            .await
     }
 
     async fn get_bundle(
