@@ -18,3 +18,6 @@ pub mod x509pop;
 pub use node::{
     AgentAttestor, AttestError, ChallengeChannel, NodeAttestation, NodeAttestor, Selector,
 };
+
+/// Workload attestors (unix, cgroup, systemd) and process pinning against pid reuse.
+pub mod workload;
