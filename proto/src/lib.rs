@@ -17,3 +17,9 @@ pub mod node {
 pub mod admin {
     tonic::include_proto!("signet.admin.v1");
 }
+
+/// The SPIFFE Workload API (`SpiffeWorkloadAPI`, the standard's `workloadapi.proto`, which has no
+/// `package` line, so prost names its output `_.rs` and method paths are `/SpiffeWorkloadAPI/...`).
+pub mod workload {
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}

@@ -1,0 +1,146 @@
+//! The SPIFFE Workload API server: the standard `SpiffeWorkloadAPI` gRPC service (no package, so
+//! method paths are `/SpiffeWorkloadAPI/<Method>`) on a Unix socket, answering from the agent's
+//! [`Cache`].
+//!
+//! Every call:
+//! 1. must carry the metadata `workload.spiffe.io: true` (once), else `InvalidArgument`
+//!    `security header missing from request`;
+//! 2. is refused with `Unavailable` while the cache is not ready ([`Snapshot::is_ready`]);
+//! 3. identifies its caller from the kernel (`SO_PEERCRED` of the connection) and attests it with
+//!    a [`WorkloadAttestation`] into selectors (`Unavailable` if that fails);
+//! 4. is served the SVIDs whose entry selectors are all among the caller's
+//!    ([`Snapshot::svids_for`]); none: `PermissionDenied` `no identity issued`.
+//!
+//! `FetchX509SVID` and `FetchX509Bundles` are streams: the first message is sent at once, then a
+//! new one, with the full state, each time the state served to that caller changes (rotation,
+//! entry added or removed, own or federated bundle changed, an SVID expired); identical states are
+//! not resent. If the caller loses every identity the stream ends with `PermissionDenied`
+//! `no identity issued`; when the agent shuts down, with `Unavailable`. The JWT RPCs answer
+//! `Unimplemented` for now, as does any method this service does not define (e.g. the WIT-SVID
+//! RPCs of the standard's experimental branch). See `docs/workload-api.md`.
+//!
+//! Private keys are never logged: responses are not `Debug`-printed and keys kept for
+//! deduplication are zeroized when dropped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::cache::Cache;
+#[cfg(doc)]
+use crate::cache::Snapshot;
+use conn::PeerConn;
+
+pub mod attest;
+mod conn;
+mod service;
+
+pub use attest::ProcessAttestation;
+pub use conn::{ProcessPin, WorkloadConnectInfo};
+pub use service::WorkloadApiService;
+
+/// The metadata key every Workload API request must carry, with the value `true`.
+pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+/// The `PermissionDenied` message for a caller entitled to no identity (clients match this text).
+pub const NO_IDENTITY_ISSUED: &str = "no identity issued";
+/// The `InvalidArgument` message for a request without the security header (as SPIRE's).
+pub const MISSING_HEADER: &str = "security header missing from request";
+
+/// The kernel's credentials of the process at the other end of the socket (`SO_PEERCRED`, taken
+/// when it connected), and that process pinned when the connection was accepted.
+#[derive(Debug, Clone)]
+pub struct PeerCred {
+    /// Process ID.
+    pub pid: i32,
+    /// Effective user ID.
+    pub uid: u32,
+    /// Effective group ID.
+    pub gid: u32,
+    /// The process, pinned at accept time against PID reuse ([`ProcessPin::NotPinned`] when the
+    /// service runs on a server other than [`serve`]).
+    pub pin: ProcessPin,
+}
+
+/// Why a caller could not be attested. The Workload API answers `Unavailable` (the client
+/// retries) and logs the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestationFailure {
+    /// The process exited, or its PID now names another process, before attestation finished.
+    #[error("process {pid} exited or its PID was reused during attestation")]
+    ProcessChanged {
+        /// The PID given by the kernel.
+        pid: i32,
+    },
+    /// A workload attestor failed.
+    #[error("workload attestor `{attestor}` failed: {reason}")]
+    Attestor {
+        /// The attestor's name (`unix`, `cgroup`, `systemd`, ...).
+        attestor: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Turns a caller's kernel credentials into selectors `(type, value)`, e.g. `("unix", "uid:1000")`.
+///
+/// The agent uses [`ProcessAttestation`] (the unix, cgroup and systemd attestors over the process
+/// pinned at accept time); tests plug in their own.
+#[async_trait]
+pub trait WorkloadAttestation: Send + Sync {
+    /// The selectors of the process `peer` (any order; duplicates are harmless).
+    async fn attest(&self, peer: PeerCred) -> Result<Vec<(String, String)>, AttestationFailure>;
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("workload API server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Pause after a failed `accept` (e.g. out of file descriptors), so that the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves the Workload API on `listener` until `shutdown` completes, then ends every open stream
+/// (with `Unavailable`) and returns once the connections are closed.
+///
+/// Each accepted connection's process is pinned at once ([`ProcessPin`]), before any request is
+/// read. The caller creates the listener (socket path, directory and mode are its business).
+pub async fn serve(
+    listener: UnixListener,
+    cache: Cache,
+    attestor: Arc<dyn WorkloadAttestation>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let service = WorkloadApiService::new(cache, attestor, stop_rx);
+    let incoming = UnixListenerStream::new(listener).then(|conn| async move {
+        match conn {
+            Ok(stream) => Ok(PeerConn::accept(stream)),
+            Err(e) => {
+                tracing::warn!(error = %e, "workload API: cannot accept a connection");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                Err(e)
+            }
+        }
+    });
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        .add_service(SpiffeWorkloadApiServer::new(service))
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await?;
+    Ok(())
+}
