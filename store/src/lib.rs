@@ -125,7 +125,30 @@ pub trait Store: Send + Sync + 'static {
     async fn create_join_token(&self, token: JoinToken) -> Result<()>;
     /// Atomically marks the token spent at `now` and returns it; a token is usable once.
     /// Expiry is the caller's decision (compare `expires_at`), but an expired token is still spent.
+    /// Attestation uses [`Store::redeem_join_token`], which also records the agent.
     async fn consume_join_token(&self, token_hash: &str, now: i64) -> Result<JoinTokenUse>;
+    /// Redeems a join token for `agent`, in one transaction, so that the token is spent if and
+    /// only if the agent is recorded (except an expired token, which is spent alone):
+    ///
+    /// - unknown hash: [`JoinTokenRedemption::Unknown`]; already spent:
+    ///   [`JoinTokenRedemption::AlreadySpent`]; nothing changes;
+    /// - expired at `now` (`now > expires_at`): the token is marked spent and nothing else is
+    ///   recorded; [`JoinTokenRedemption::Expired`];
+    /// - otherwise the agent is recorded as by [`Store::create_agent`] and, when the token carries
+    ///   an `alias_spiffe_id`, the alias entry `{spiffe_id: alias, parent_id: issuer_id,
+    ///   selectors: alias_selectors}` is created (left alone if it exists); the token is marked
+    ///   spent at `now`: [`JoinTokenRedemption::Redeemed`] with the spent token.
+    ///
+    /// A banned agent fails with [`StoreError::Conflict`] and then nothing is changed: the token
+    /// stays unspent. Of concurrent redemptions of one token exactly one is `Redeemed`.
+    async fn redeem_join_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+        agent: AttestedAgent,
+        issuer_id: &str,
+        alias_selectors: Vec<Selector>,
+    ) -> Result<JoinTokenRedemption>;
     /// Deletes tokens that expired before `before`; returns how many.
     async fn prune_join_tokens(&self, before: i64) -> Result<u64>;
 
@@ -166,6 +189,20 @@ pub enum JoinTokenUse {
     AlreadySpent,
     /// No such token.
     Unknown,
+}
+
+/// The result of [`Store::redeem_join_token`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinTokenRedemption {
+    /// The token was valid: it is now spent (returned with `used_at` set), the agent is recorded
+    /// and the token's alias entry, if any, exists.
+    Redeemed(JoinToken),
+    /// No such token; nothing changed.
+    Unknown,
+    /// The token had already been used; nothing changed.
+    AlreadySpent,
+    /// The token had expired: it is now spent, and nothing else was recorded.
+    Expired,
 }
 
 /// Opens a store from a datastore URL: `sqlite://PATH` (created if missing, WAL mode) or

@@ -94,9 +94,46 @@ pub struct Page {
 pub struct EntryChanges {
     /// Entries created or updated after the requested revision.
     pub updated: Vec<RegistrationEntry>,
-    /// Ids of entries deleted after the requested revision.
-    pub deleted_ids: Vec<String>,
+    /// Entries deleted after the requested revision, in revision order.
+    pub deleted: Vec<DeletedEntry>,
+    /// Parent changes (updates that changed `parent_id`) after the requested revision, in
+    /// revision order; an entry moved twice appears twice. Moves of entries deleted since are
+    /// included.
+    pub moved: Vec<EntryMove>,
+    /// Whether `deleted` parents and `moved` describe every change after the requested revision:
+    /// false when it predates the schema version that records them (migration 2), in which case
+    /// a reader must assume any deleted or changed entry may have had any parent.
+    pub history_complete: bool,
     /// The store revision these changes bring the reader up to.
+    pub revision: i64,
+}
+
+impl EntryChanges {
+    /// The ids of `deleted`.
+    pub fn deleted_ids(&self) -> impl Iterator<Item = &str> {
+        self.deleted.iter().map(|d| d.id.as_str())
+    }
+}
+
+/// A deleted entry (its tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedEntry {
+    /// The entry's id.
+    pub id: String,
+    /// Its `parent_id` when it was deleted (`None` for deletions recorded before migration 2).
+    pub parent_id: Option<String>,
+    /// The revision of the deletion.
+    pub revision: i64,
+}
+
+/// An update that changed an entry's `parent_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMove {
+    /// The entry's id.
+    pub id: String,
+    /// Its `parent_id` before the update.
+    pub old_parent_id: String,
+    /// The revision of the update.
     pub revision: i64,
 }
 

@@ -10,9 +10,9 @@ use crate::common::{
     migrate_error, new_entry_id, now_unix,
 };
 use crate::{
-    AttestedAgent, AuditEvent, EntryChanges, EntryFilter, GENESIS_HASH, JoinToken, JoinTokenUse,
-    NewAuditEvent, NewEntry, Page, RegistrationEntry, Result, Selector, Store, StoreError,
-    StoredBundle, audit_hash, canonical_json,
+    AttestedAgent, AuditEvent, DeletedEntry, EntryChanges, EntryFilter, EntryMove, GENESIS_HASH,
+    JoinToken, JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry,
+    Result, Selector, Store, StoreError, StoredBundle, audit_hash, canonical_json,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -257,6 +257,76 @@ async fn insert_entry(
     }))
 }
 
+/// Records `agent` (insert, or replace a non-banned agent's record keeping `created_at` and
+/// `banned`); [`StoreError::Conflict`] if it is banned.
+async fn store_agent(conn: &mut SqliteConnection, agent: AttestedAgent) -> Result<()> {
+    let mut selectors = agent.selectors;
+    selectors.sort();
+    selectors.dedup();
+    let selectors_json = encode_json(&selectors)?;
+    let banned: Option<bool> = sqlx::query_scalar("SELECT banned FROM agents WHERE spiffe_id = ?")
+        .bind(&agent.spiffe_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| db_error("loading the agent", e))?;
+    if banned == Some(true) {
+        return Err(StoreError::Conflict(format!(
+            "agent {:?} is banned",
+            agent.spiffe_id
+        )));
+    }
+    sqlx::query(&format!(
+        "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, \
+         serial = excluded.serial, expires_at = excluded.expires_at, \
+         selectors = excluded.selectors, can_reattest = excluded.can_reattest, \
+         updated_at = excluded.updated_at"
+    ))
+    .bind(&agent.spiffe_id)
+    .bind(&agent.attestation_type)
+    .bind(&agent.serial)
+    .bind(agent.expires_at)
+    .bind(&selectors_json)
+    .bind(agent.banned)
+    .bind(agent.can_reattest)
+    .bind(agent.created_at)
+    .bind(agent.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error("storing the agent", e))?;
+    Ok(())
+}
+
+/// Marks the token spent at `now` if it is unspent.
+async fn spend_join_token(
+    conn: &mut SqliteConnection,
+    token_hash: &str,
+    now: i64,
+) -> Result<JoinTokenUse> {
+    let spent: Option<JoinTokenRow> = sqlx::query_as(
+        "UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL \
+         RETURNING token_hash, expires_at, alias_spiffe_id, created_at, used_at",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| db_error("spending the join token", e))?;
+    if let Some(row) = spent {
+        return Ok(JoinTokenUse::Consumed(token_from_row(row)));
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM join_tokens WHERE token_hash = ?")
+        .bind(token_hash)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| db_error("looking up the join token", e))?;
+    Ok(if exists.is_some() {
+        JoinTokenUse::AlreadySpent
+    } else {
+        JoinTokenUse::Unknown
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
@@ -278,13 +348,14 @@ impl Store for SqliteStore {
 
     async fn update_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry> {
         let mut tx = self.begin_write().await?;
-        let current: Option<(i64, i64, String)> =
-            sqlx::query_as("SELECT revision, created_at, selectors FROM entries WHERE id = ?")
-                .bind(&entry.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| db_error("loading the entry", e))?;
-        let Some((current_revision, created_at, old_selectors)) = current else {
+        let current: Option<(i64, i64, String, String)> = sqlx::query_as(
+            "SELECT revision, created_at, selectors, parent_id FROM entries WHERE id = ?",
+        )
+        .bind(&entry.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db_error("loading the entry", e))?;
+        let Some((current_revision, created_at, old_selectors, old_parent)) = current else {
             return Err(StoreError::NotFound {
                 kind: "entry",
                 id: entry.id,
@@ -331,6 +402,17 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("updating the entry", e))?;
+        if old_parent != f.parent_id {
+            sqlx::query(
+                "INSERT INTO entry_moves (entry_id, old_parent_id, revision) VALUES (?, ?, ?)",
+            )
+            .bind(&entry.id)
+            .bind(&old_parent)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error("recording the entry move", e))?;
+        }
         if old_selectors != w.selectors_json {
             sqlx::query("DELETE FROM entry_selectors WHERE entry_id = ?")
                 .bind(&entry.id)
@@ -372,11 +454,13 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| db_error("deleting the entry", e))?;
         sqlx::query(
-            "INSERT INTO entry_tombstones (entry_id, revision) VALUES (?, ?) \
-             ON CONFLICT (entry_id) DO UPDATE SET revision = excluded.revision",
+            "INSERT INTO entry_tombstones (entry_id, revision, parent_id) VALUES (?, ?, ?) \
+             ON CONFLICT (entry_id) DO UPDATE SET revision = excluded.revision, \
+             parent_id = excluded.parent_id",
         )
         .bind(id)
         .bind(revision)
+        .bind(&entry.fields.parent_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("recording the entry tombstone", e))?;
@@ -485,19 +569,49 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("listing changed entries", e))?;
-        let deleted_ids: Vec<String> = sqlx::query_scalar(
-            "SELECT entry_id FROM entry_tombstones WHERE revision > ? ORDER BY revision, entry_id",
+        let deleted: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT entry_id, parent_id, revision FROM entry_tombstones WHERE revision > ? \
+             ORDER BY revision, entry_id",
         )
         .bind(since)
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("listing deleted entries", e))?;
+        let moved: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT entry_id, old_parent_id, revision FROM entry_moves WHERE revision > ? \
+             ORDER BY revision, entry_id",
+        )
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error("listing moved entries", e))?;
+        let history_since: i64 =
+            sqlx::query_scalar("SELECT since_revision FROM entry_history WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db_error("reading the entry history start", e))?;
         tx.rollback()
             .await
             .map_err(|e| db_error("ending a read transaction", e))?;
         Ok(EntryChanges {
             updated: entries_from_rows(rows)?,
-            deleted_ids,
+            deleted: deleted
+                .into_iter()
+                .map(|(id, parent_id, revision)| DeletedEntry {
+                    id,
+                    parent_id,
+                    revision,
+                })
+                .collect(),
+            moved: moved
+                .into_iter()
+                .map(|(id, old_parent_id, revision)| EntryMove {
+                    id,
+                    old_parent_id,
+                    revision,
+                })
+                .collect(),
+            history_complete: since >= history_since,
             revision,
         })
     }
@@ -518,42 +632,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_agent(&self, agent: AttestedAgent, alias_entries: Vec<NewEntry>) -> Result<()> {
-        let mut selectors = agent.selectors;
-        selectors.sort();
-        selectors.dedup();
-        let selectors_json = encode_json(&selectors)?;
         let mut tx = self.begin_write().await?;
-        let banned: Option<bool> =
-            sqlx::query_scalar("SELECT banned FROM agents WHERE spiffe_id = ?")
-                .bind(&agent.spiffe_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| db_error("loading the agent", e))?;
-        if banned == Some(true) {
-            return Err(StoreError::Conflict(format!(
-                "agent {:?} is banned",
-                agent.spiffe_id
-            )));
-        }
-        sqlx::query(&format!(
-            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, \
-             serial = excluded.serial, expires_at = excluded.expires_at, \
-             selectors = excluded.selectors, can_reattest = excluded.can_reattest, \
-             updated_at = excluded.updated_at"
-        ))
-        .bind(&agent.spiffe_id)
-        .bind(&agent.attestation_type)
-        .bind(&agent.serial)
-        .bind(agent.expires_at)
-        .bind(&selectors_json)
-        .bind(agent.banned)
-        .bind(agent.can_reattest)
-        .bind(agent.created_at)
-        .bind(agent.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error("storing the agent", e))?;
+        store_agent(&mut tx, agent).await?;
         for entry in alias_entries {
             insert_entry(&mut tx, entry, true).await?;
         }
@@ -687,35 +767,50 @@ impl Store for SqliteStore {
 
     async fn consume_join_token(&self, token_hash: &str, now: i64) -> Result<JoinTokenUse> {
         let mut tx = self.begin_write().await?;
-        let spent: Option<JoinTokenRow> = sqlx::query_as(
-            "UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL \
-             RETURNING token_hash, expires_at, alias_spiffe_id, created_at, used_at",
-        )
-        .bind(now)
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| db_error("spending the join token", e))?;
-        let outcome = match spent {
-            Some(row) => JoinTokenUse::Consumed(token_from_row(row)),
-            None => {
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM join_tokens WHERE token_hash = ?")
-                        .bind(token_hash)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(|e| db_error("looking up the join token", e))?;
-                if exists.is_some() {
-                    JoinTokenUse::AlreadySpent
-                } else {
-                    JoinTokenUse::Unknown
-                }
-            }
-        };
+        let outcome = spend_join_token(&mut tx, token_hash, now).await?;
         tx.commit()
             .await
             .map_err(|e| db_error("committing the join token use", e))?;
         Ok(outcome)
+    }
+
+    async fn redeem_join_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+        agent: AttestedAgent,
+        issuer_id: &str,
+        alias_selectors: Vec<Selector>,
+    ) -> Result<JoinTokenRedemption> {
+        // BEGIN IMMEDIATE: the whole redemption holds the write lock, so concurrent redemptions of
+        // one token run one after the other and only the first finds it unspent.
+        let mut tx = self.begin_write().await?;
+        let token = match spend_join_token(&mut tx, token_hash, now).await? {
+            JoinTokenUse::Unknown => return Ok(JoinTokenRedemption::Unknown),
+            JoinTokenUse::AlreadySpent => return Ok(JoinTokenRedemption::AlreadySpent),
+            JoinTokenUse::Consumed(token) => token,
+        };
+        if now > token.expires_at {
+            tx.commit()
+                .await
+                .map_err(|e| db_error("committing the expired join token", e))?;
+            return Ok(JoinTokenRedemption::Expired);
+        }
+        // On error (a banned agent) the transaction is dropped: rolled back, the token unspent.
+        store_agent(&mut tx, agent).await?;
+        if let Some(alias) = &token.alias_spiffe_id {
+            let alias_entry = NewEntry {
+                spiffe_id: alias.clone(),
+                parent_id: issuer_id.to_owned(),
+                selectors: alias_selectors,
+                ..NewEntry::default()
+            };
+            insert_entry(&mut tx, alias_entry, true).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing the join token redemption", e))?;
+        Ok(JoinTokenRedemption::Redeemed(token))
     }
 
     async fn prune_join_tokens(&self, before: i64) -> Result<u64> {

@@ -10,9 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::{
-    AttestedAgent, AuditChainError, EntryFilter, JoinToken, JoinTokenUse, NewAuditEvent, NewEntry,
-    Page, RegistrationEntry, Selector, Store, StoreError, StoredBundle, audit_hash,
-    verify_audit_chain,
+    AttestedAgent, AuditChainError, DeletedEntry, EntryFilter, EntryMove, JoinToken,
+    JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry, Selector,
+    Store, StoreError, StoredBundle, audit_hash, verify_audit_chain,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -30,6 +30,7 @@ macro_rules! for_each_store_test {
             entry_selectors_normalized,
             revision_monotonic,
             changes_since_with_tombstones,
+            changes_since_record_parents_and_moves,
             list_entries_filters,
             list_entries_paging,
             list_entries_by_parents,
@@ -43,6 +44,10 @@ macro_rules! for_each_store_test {
             join_token_single_use,
             join_token_concurrent_consume,
             join_token_prune,
+            join_token_redeem_outcomes,
+            join_token_redeem_alias_entry,
+            join_token_redeem_banned_agent_leaves_token_unspent,
+            join_token_concurrent_redeem,
             bundles,
             journals,
             audit_append_and_verify,
@@ -319,7 +324,8 @@ pub async fn revision_monotonic(store: &dyn Store) {
 pub async fn changes_since_with_tombstones(store: &dyn Store) {
     let r0 = store.current_revision().await.unwrap();
     let empty = store.entry_changes_since(r0).await.unwrap();
-    assert!(empty.updated.is_empty() && empty.deleted_ids.is_empty());
+    assert!(empty.updated.is_empty() && empty.deleted.is_empty() && empty.moved.is_empty());
+    assert!(empty.history_complete);
     assert_eq!(empty.revision, r0);
 
     let a = store
@@ -332,7 +338,7 @@ pub async fn changes_since_with_tombstones(store: &dyn Store) {
         .unwrap();
     let c = store.entry_changes_since(r0).await.unwrap();
     assert_eq!(c.updated, vec![a.clone(), b.clone()], "in revision order");
-    assert!(c.deleted_ids.is_empty());
+    assert!(c.deleted.is_empty());
     assert_eq!(c.revision, b.revision);
 
     let c = store.entry_changes_since(a.revision).await.unwrap();
@@ -347,13 +353,20 @@ pub async fn changes_since_with_tombstones(store: &dyn Store) {
     let rev_deleted = store.current_revision().await.unwrap();
     let c = store.entry_changes_since(a2.revision).await.unwrap();
     assert!(c.updated.is_empty());
-    assert_eq!(c.deleted_ids, vec![b.id.clone()]);
+    assert_eq!(
+        c.deleted,
+        vec![DeletedEntry {
+            id: b.id.clone(),
+            parent_id: Some("spiffe://td/p".into()),
+            revision: rev_deleted,
+        }]
+    );
     assert_eq!(c.revision, rev_deleted);
 
     // From the beginning: a (updated) is there, b only as a deletion.
     let c = store.entry_changes_since(r0).await.unwrap();
     assert_eq!(c.updated, vec![a2]);
-    assert_eq!(c.deleted_ids, vec![b.id.clone()]);
+    assert_eq!(c.deleted_ids().collect::<Vec<_>>(), vec![b.id.as_str()]);
 
     // Created then deleted after `since`: only the deletion is reported.
     let t = store
@@ -363,12 +376,87 @@ pub async fn changes_since_with_tombstones(store: &dyn Store) {
     store.delete_entry(&t.id).await.unwrap();
     let c = store.entry_changes_since(rev_deleted).await.unwrap();
     assert!(c.updated.is_empty());
-    assert_eq!(c.deleted_ids, vec![t.id]);
+    assert_eq!(c.deleted_ids().collect::<Vec<_>>(), vec![t.id.as_str()]);
 
     let now = store.current_revision().await.unwrap();
     let c = store.entry_changes_since(now).await.unwrap();
-    assert!(c.updated.is_empty() && c.deleted_ids.is_empty());
+    assert!(c.updated.is_empty() && c.deleted.is_empty() && c.moved.is_empty());
     assert_eq!(c.revision, now);
+}
+
+/// Tombstones keep the deleted entry's parent, and every update that changes an entry's parent
+/// records the previous parent at that revision; other updates record no move.
+pub async fn changes_since_record_parents_and_moves(store: &dyn Store) {
+    let r0 = store.current_revision().await.unwrap();
+    let a = store
+        .create_entry(entry("spiffe://td/a", "spiffe://td/p1", &["u:1"]))
+        .await
+        .unwrap();
+    // Not a move: same parent, other fields changed.
+    let mut a1 = a.clone();
+    a1.fields.hint = "h".into();
+    let a1 = store.update_entry(a1).await.unwrap();
+    let mut a2 = a1.clone();
+    a2.fields.parent_id = "spiffe://td/p2".into();
+    let a2 = store.update_entry(a2).await.unwrap();
+    let mut a3 = a2.clone();
+    a3.fields.parent_id = "spiffe://td/p3".into();
+    a3.fields.selectors = vec![sel("u:2")];
+    let a3 = store.update_entry(a3).await.unwrap();
+    let moves = vec![
+        EntryMove {
+            id: a.id.clone(),
+            old_parent_id: "spiffe://td/p1".into(),
+            revision: a2.revision,
+        },
+        EntryMove {
+            id: a.id.clone(),
+            old_parent_id: "spiffe://td/p2".into(),
+            revision: a3.revision,
+        },
+    ];
+    let c = store.entry_changes_since(r0).await.unwrap();
+    assert_eq!(c.updated, vec![a3.clone()]);
+    assert_eq!(c.moved, moves);
+    assert!(c.history_complete);
+    let c = store.entry_changes_since(a2.revision).await.unwrap();
+    assert_eq!(c.moved, moves[1..].to_vec(), "strictly after");
+    let c = store.entry_changes_since(a3.revision).await.unwrap();
+    assert!(c.moved.is_empty());
+
+    // Deleted after moving: the tombstone names the last parent; the moves stay reported.
+    let deleted = store.delete_entry(&a.id).await.unwrap();
+    assert_eq!(deleted, a3);
+    let rev = store.current_revision().await.unwrap();
+    let c = store.entry_changes_since(r0).await.unwrap();
+    assert!(c.updated.is_empty());
+    assert_eq!(c.moved, moves);
+    assert_eq!(
+        c.deleted,
+        vec![DeletedEntry {
+            id: a.id.clone(),
+            parent_id: Some("spiffe://td/p3".into()),
+            revision: rev,
+        }]
+    );
+
+    // A refused update (stale revision) records no move.
+    let b = store
+        .create_entry(entry("spiffe://td/b", "spiffe://td/p1", &["u:1"]))
+        .await
+        .unwrap();
+    let mut stale = b.clone();
+    stale.revision = b.revision - 1;
+    stale.fields.parent_id = "spiffe://td/p9".into();
+    store.update_entry(stale).await.unwrap_err();
+    assert!(
+        store
+            .entry_changes_since(rev)
+            .await
+            .unwrap()
+            .moved
+            .is_empty()
+    );
 }
 
 /// Filters by SPIFFE ID, parent ID and selector superset, alone and combined.
@@ -1093,6 +1181,245 @@ pub async fn join_token_prune(store: &dyn Store) {
         store.consume_join_token("t300", 60).await.unwrap(),
         JoinTokenUse::Unknown
     );
+}
+
+const ISSUER: &str = "spiffe://td/signet/issuer";
+
+fn join_agent(token: &str) -> AttestedAgent {
+    AttestedAgent {
+        spiffe_id: format!("spiffe://td/signet/agent/join_token/{token}"),
+        attestation_type: "join_token".into(),
+        can_reattest: false,
+        selectors: vec![sel(&format!("join_token:{token}"))],
+        ..agent("unused")
+    }
+}
+
+async fn redeem(store: &dyn Store, hash: &str, now: i64) -> JoinTokenRedemption {
+    store
+        .redeem_join_token(
+            hash,
+            now,
+            join_agent(hash),
+            ISSUER,
+            vec![sel(&format!("join_token:{hash}"))],
+        )
+        .await
+        .unwrap()
+}
+
+/// `redeem_join_token`: unknown and spent tokens change nothing; an expired token is spent and
+/// nothing else recorded (expiry is inclusive); a valid one is spent and its agent recorded.
+pub async fn join_token_redeem_outcomes(store: &dyn Store) {
+    assert_eq!(
+        redeem(store, "none", 100).await,
+        JoinTokenRedemption::Unknown
+    );
+    assert!(store.list_agents().await.unwrap().is_empty());
+
+    store
+        .create_join_token(token("ok", 100, None))
+        .await
+        .unwrap();
+    // `now == expires_at` is still valid.
+    let got = redeem(store, "ok", 100).await;
+    assert_eq!(
+        got,
+        JoinTokenRedemption::Redeemed(JoinToken {
+            used_at: Some(100),
+            ..token("ok", 100, None)
+        })
+    );
+    let a = join_agent("ok");
+    assert_eq!(
+        store.get_agent(&a.spiffe_id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.count_entries().await.unwrap(),
+        0,
+        "no alias: no entry"
+    );
+    assert_eq!(
+        redeem(store, "ok", 100).await,
+        JoinTokenRedemption::AlreadySpent
+    );
+    assert_eq!(store.count_agents().await.unwrap(), 1);
+
+    store
+        .create_join_token(token("old", 100, Some("spiffe://td/node/old")))
+        .await
+        .unwrap();
+    let revision = store.current_revision().await.unwrap();
+    assert_eq!(
+        redeem(store, "old", 101).await,
+        JoinTokenRedemption::Expired
+    );
+    assert!(
+        store
+            .get_agent(&join_agent("old").spiffe_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.count_entries().await.unwrap(), 0, "no alias entry");
+    assert_eq!(store.current_revision().await.unwrap(), revision);
+    // Spent all the same.
+    assert_eq!(
+        redeem(store, "old", 50).await,
+        JoinTokenRedemption::AlreadySpent
+    );
+    assert_eq!(
+        store.consume_join_token("old", 50).await.unwrap(),
+        JoinTokenUse::AlreadySpent
+    );
+}
+
+/// The token's alias entry is created with the agent, under the issuer ID with the given
+/// selectors, bumping the revision; an existing identical alias entry is left alone.
+pub async fn join_token_redeem_alias_entry(store: &dyn Store) {
+    let alias = "spiffe://td/node/blue";
+    store
+        .create_join_token(token("t1", 1000, Some(alias)))
+        .await
+        .unwrap();
+    let before = store.current_revision().await.unwrap();
+    let got = redeem(store, "t1", 10).await;
+    assert!(matches!(got, JoinTokenRedemption::Redeemed(_)), "{got:?}");
+    assert_eq!(store.current_revision().await.unwrap(), before + 1);
+    let changes = store.entry_changes_since(before).await.unwrap();
+    assert_eq!(changes.updated.len(), 1, "agents sync the alias entry");
+    let e = &changes.updated[0];
+    assert_eq!(
+        e.fields,
+        NewEntry {
+            spiffe_id: alias.into(),
+            parent_id: ISSUER.into(),
+            selectors: vec![sel("join_token:t1")],
+            ..NewEntry::default()
+        }
+    );
+    assert!(
+        store
+            .get_agent(&join_agent("t1").spiffe_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The same alias entry already exists: no duplicate, no revision bump, still redeemed.
+    let revision = store.current_revision().await.unwrap();
+    store
+        .create_join_token(token("t2", 1000, Some(alias)))
+        .await
+        .unwrap();
+    store
+        .redeem_join_token(
+            "t2",
+            10,
+            join_agent("t2"),
+            ISSUER,
+            vec![sel("join_token:t1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count_entries().await.unwrap(), 1);
+    assert_eq!(store.current_revision().await.unwrap(), revision);
+    assert_eq!(store.count_agents().await.unwrap(), 2);
+}
+
+/// A banned agent: `Conflict`, and nothing changes: the token stays unspent, no alias entry is
+/// created, the agent's record is untouched.
+pub async fn join_token_redeem_banned_agent_leaves_token_unspent(store: &dyn Store) {
+    let banned = join_agent("b1");
+    store.create_agent(banned.clone(), vec![]).await.unwrap();
+    store
+        .set_agent_banned(&banned.spiffe_id, true)
+        .await
+        .unwrap();
+    store
+        .create_join_token(token("b1", 1000, Some("spiffe://td/node/b")))
+        .await
+        .unwrap();
+    let revision = store.current_revision().await.unwrap();
+    let err = store
+        .redeem_join_token(
+            "b1",
+            10,
+            AttestedAgent {
+                serial: "99".into(),
+                ..banned.clone()
+            },
+            ISSUER,
+            vec![sel("join_token:b1")],
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Conflict(msg) => assert!(msg.contains("banned"), "{msg}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(store.count_entries().await.unwrap(), 0);
+    assert_eq!(store.current_revision().await.unwrap(), revision);
+    let stored = store.get_agent(&banned.spiffe_id).await.unwrap().unwrap();
+    assert_eq!(stored.serial, banned.serial);
+    assert!(stored.banned);
+    // Unspent: once the ban is lifted (eviction), the same token redeems.
+    store.delete_agent(&banned.spiffe_id).await.unwrap();
+    assert!(matches!(
+        redeem(store, "b1", 11).await,
+        JoinTokenRedemption::Redeemed(JoinToken {
+            used_at: Some(11),
+            ..
+        })
+    ));
+    assert_eq!(store.count_entries().await.unwrap(), 1);
+}
+
+/// Of many concurrent redemptions of one token exactly one wins; the others see `AlreadySpent`,
+/// and one agent and one alias entry exist.
+pub async fn join_token_concurrent_redeem(store: &dyn Store) {
+    store
+        .create_join_token(token("race", 2_000_000_000, Some("spiffe://td/node/race")))
+        .await
+        .unwrap();
+    let results = join_all((0..16).map(|i| {
+        store.redeem_join_token(
+            "race",
+            1_700_000_000 + i,
+            AttestedAgent {
+                serial: format!("{i:02x}"),
+                ..join_agent("race")
+            },
+            ISSUER,
+            vec![sel("join_token:race")],
+        )
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect::<Vec<_>>();
+    let winners: Vec<&JoinToken> = results
+        .iter()
+        .filter_map(|r| match r {
+            JoinTokenRedemption::Redeemed(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results.iter().all(|r| matches!(
+            r,
+            JoinTokenRedemption::Redeemed(_) | JoinTokenRedemption::AlreadySpent
+        )),
+        "{results:?}"
+    );
+    // The recorded agent is the winner's.
+    let i = winners[0].used_at.unwrap() - 1_700_000_000;
+    let agents = store.list_agents().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].serial, format!("{i:02x}"));
+    assert_eq!(store.count_entries().await.unwrap(), 1);
 }
 
 /// Bundles: set (insert and replace), get, list in order, delete.

@@ -5,8 +5,8 @@
 
 use signet_store::sqlite::SqliteStore;
 use signet_store::{
-    AuditChainError, EntryFilter, NewAuditEvent, NewEntry, Page, Selector, Store, StoreError,
-    testsuite, verify_audit_chain,
+    AuditChainError, DeletedEntry, EntryFilter, NewAuditEvent, NewEntry, Page, Selector, Store,
+    StoreError, testsuite, verify_audit_chain,
 };
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
@@ -290,5 +290,66 @@ async fn independent_python_verifier_agrees() {
     let (ok, stdout, _) = run();
     assert!(!ok);
     assert_eq!(stdout, "seq 2 was modified");
+    store.close().await;
+}
+
+/// A database written at schema v1 (tombstones without parents, no move history) is upgraded in
+/// place: changes since a revision before the upgrade are flagged incomplete and old tombstones
+/// have no parent; changes after it are complete.
+#[tokio::test]
+async fn upgrade_from_v1_flags_older_entry_history_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("migrations-v1");
+    std::fs::create_dir(&v1).unwrap();
+    let first = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/sqlite/0001_initial.sql"
+    );
+    std::fs::copy(first, v1.join("0001_initial.sql")).unwrap();
+    let path = dir.path().join("old.db");
+    std::fs::File::create(&path).unwrap();
+    let mut conn = raw(&path).await;
+    sqlx::migrate::Migrator::new(v1.as_path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE store_revision SET revision = 1 WHERE id = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO entry_tombstones (entry_id, revision) VALUES ('gone', 1)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    let c = store.entry_changes_since(0).await.unwrap();
+    assert!(!c.history_complete);
+    assert_eq!(
+        c.deleted,
+        vec![DeletedEntry {
+            id: "gone".into(),
+            parent_id: None,
+            revision: 1,
+        }]
+    );
+    let c = store.entry_changes_since(1).await.unwrap();
+    assert!(c.history_complete);
+    assert!(c.deleted.is_empty());
+    let e = store
+        .create_entry(NewEntry {
+            spiffe_id: "spiffe://td/a".into(),
+            parent_id: "spiffe://td/p".into(),
+            ..NewEntry::default()
+        })
+        .await
+        .unwrap();
+    store.delete_entry(&e.id).await.unwrap();
+    let c = store.entry_changes_since(1).await.unwrap();
+    assert!(c.history_complete);
+    assert_eq!(c.deleted[0].parent_id.as_deref(), Some("spiffe://td/p"));
     store.close().await;
 }

@@ -1,8 +1,7 @@
-//! Node attestation: the AttestAgent stream, the join-token attestor's store part, and the
+//! Node attestation: the AttestAgent stream, the join-token attestor and its redemption, and the
 //! issuance of the agent SVID.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -12,7 +11,9 @@ use signet_attestors::{AttestError, ChallengeChannel, NodeAttestation, NodeAttes
 use signet_ca::X509SvidRequest;
 use signet_proto::node as pb;
 use signet_spiffe::SpiffeId;
-use signet_store::{AttestedAgent, JoinTokenUse, NewEntry, Selector, Store, StoreError};
+use signet_store::{
+    AttestedAgent, JoinToken, JoinTokenRedemption, NewEntry, Selector, Store, StoreError,
+};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -20,16 +21,16 @@ use super::{NodeService, bundle_proto, store_status, svid_proto};
 use crate::ca_sync::unix_secs;
 use crate::state::Issuer;
 
-/// The join-token attestor, server side: the pure rules come from `signet_attestors::join_token`,
-/// the single-use redemption from the store.
+/// The join-token attestor, server side: the pure rules come from `signet_attestors::join_token`.
 ///
-/// [`NodeAttestor::attest`] only checks the token's form and derives the agent ID; the token is
-/// consumed in [`NodeAttestor::redeem`], after the issuer has done every other check and signed
-/// the agent SVID, so that no failure of the issuer's own (bad CSR, banned agent, signing error)
-/// spends a token. An unknown, spent or expired token is refused there and the SVID discarded.
-pub(crate) struct JoinTokenAttestor {
-    pub(crate) store: Arc<dyn Store>,
-}
+/// [`NodeAttestor::attest`] only checks the token's form and derives the agent ID. The token is
+/// not consumed by [`NodeAttestor::redeem`] but by [`redeem_join_token`], which spends it, creates
+/// its alias entry and records the agent in one store transaction
+/// ([`Store::redeem_join_token`]), after the issuer has done every other check and signed the
+/// agent SVID: the token is spent if and only if the agent is recorded (an expired token is spent
+/// alone). No failure of the issuer's own (bad CSR, banned agent, signing error, datastore error)
+/// spends a token; an unknown, spent or expired token is refused there and the SVID discarded.
+pub(crate) struct JoinTokenAttestor;
 
 #[async_trait]
 impl NodeAttestor for JoinTokenAttestor {
@@ -52,40 +53,48 @@ impl NodeAttestor for JoinTokenAttestor {
         })
     }
 
+    /// Refuses: a join token must be redeemed together with the agent record
+    /// ([`redeem_join_token`]); spending it alone would let a later failure lose it.
     async fn redeem(
         &self,
-        request: AttestationRequest<'_>,
-        attestation: &mut NodeAttestation,
+        _request: AttestationRequest<'_>,
+        _attestation: &mut NodeAttestation,
     ) -> Result<(), AttestError> {
-        let token = join_token::parse_payload(request.payload)?;
-        let hash = join_token::hash_join_token(&token);
-        let used = self
-            .store
-            .consume_join_token(&hash, unix_secs(request.now))
-            .await
-            .map_err(|e| AttestError::Unavailable(format!("datastore: {e}")))?;
-        let stored = match used {
-            JoinTokenUse::Unknown => return Err(AttestError::UnknownJoinToken),
-            JoinTokenUse::AlreadySpent => return Err(AttestError::JoinTokenSpent),
-            JoinTokenUse::Consumed(t) => t,
-        };
-        // Spent above even when expired: an expired token can never be retried. (The store has no
-        // read-only lookup, so expiry and alias can only be checked once the token is consumed;
-        // neither can ever succeed later, so nothing usable is lost.)
-        join_token::check_expiry(stored.expires_at, request.now)?;
-        if let Some(alias) = stored.alias_spiffe_id {
-            let id = SpiffeId::parse(&alias)
-                .ok()
-                .filter(|id| id.is_member_of(request.trust_domain))
-                .ok_or_else(|| {
-                    AttestError::Config(format!(
-                        "the join token's alias {alias:?} is not an ID of trust domain {}",
-                        request.trust_domain
-                    ))
-                })?;
-            attestation.aliases.push(id);
-        }
-        Ok(())
+        Err(AttestError::Config(
+            "join tokens are redeemed by the store together with the agent record".into(),
+        ))
+    }
+}
+
+/// Redeems the join token of `payload` for `agent` in one store transaction: spends the token,
+/// creates its alias entry (parent `issuer_id`, the agent's node selectors) and records the agent.
+/// Returns the spent token; errors carry whether they are a denial.
+async fn redeem_join_token(
+    store: &dyn Store,
+    payload: &[u8],
+    now: i64,
+    agent: AttestedAgent,
+    issuer_id: &str,
+) -> Result<JoinToken, (Status, bool)> {
+    let token = join_token::parse_payload(payload).map_err(|e| (attest_status(&e), true))?;
+    let hash = join_token::hash_join_token(&token);
+    let agent_id = agent.spiffe_id.clone();
+    let alias_selectors = agent.selectors.clone();
+    let refused = |e: AttestError| (attest_status(&e), true);
+    match store
+        .redeem_join_token(&hash, now, agent, issuer_id, alias_selectors)
+        .await
+    {
+        Ok(JoinTokenRedemption::Redeemed(t)) => Ok(t),
+        Ok(JoinTokenRedemption::Unknown) => Err(refused(AttestError::UnknownJoinToken)),
+        Ok(JoinTokenRedemption::AlreadySpent) => Err(refused(AttestError::JoinTokenSpent)),
+        Ok(JoinTokenRedemption::Expired) => Err(refused(AttestError::JoinTokenExpired)),
+        // Banned between the issuer's check and the transaction: nothing was spent.
+        Err(StoreError::Conflict(_)) => Err((
+            Status::permission_denied(format!("agent {agent_id} is banned")),
+            true,
+        )),
+        Err(e) => Err((store_status(&e), false)),
     }
 }
 
@@ -291,7 +300,7 @@ impl NodeService {
         }
         let id_str = agent_id.to_string();
 
-        // Every check that can fail comes before `redeem`, which spends single-use credentials.
+        // Every check that can fail comes before the redemption (which spends join tokens).
         let existing = issuer
             .store
             .get_agent(&id_str)
@@ -339,12 +348,14 @@ impl NodeService {
             .metrics
             .record_signature("agent_svid", started.elapsed().as_secs_f64());
 
-        // Spend the credential; on refusal the SVID above is dropped unsent.
-        attestor
-            .redeem(request, &mut attestation)
-            .await
-            .map_err(|e| (attest_status(&e), e.is_denial()))?;
-        attempt.agent_id = Some(agent_id.clone());
+        // Spend the credential; on refusal the SVID above is dropped unsent. A join token is spent
+        // below, in the transaction that records the agent.
+        if !is_join_token {
+            attestor
+                .redeem(request, &mut attestation)
+                .await
+                .map_err(|e| (attest_status(&e), e.is_denial()))?;
+        }
 
         let mut selectors: Vec<Selector> = attestation
             .selectors
@@ -353,42 +364,55 @@ impl NodeService {
             .collect();
         selectors.sort();
         selectors.dedup();
-        let alias_entries = attestation
-            .aliases
-            .iter()
-            .map(|alias| NewEntry {
-                spiffe_id: alias.to_string(),
-                parent_id: issuer.issuer_id.to_string(),
-                selectors: selectors.clone(),
-                ..NewEntry::default()
-            })
-            .collect();
         let now_s = unix_secs(now);
         let expires_at = unix_secs(svid.not_after);
-        issuer
-            .store
-            .create_agent(
-                AttestedAgent {
-                    spiffe_id: id_str.clone(),
-                    attestation_type: attempt.attestor.clone(),
-                    serial: super::tls::normalize_serial(&svid.serial_hex),
-                    expires_at,
-                    selectors: selectors.clone(),
-                    banned: false,
-                    can_reattest: attestation.can_reattest,
-                    created_at: existing.as_ref().map_or(now_s, |a| a.created_at),
-                    updated_at: now_s,
-                },
-                alias_entries,
+        let record = AttestedAgent {
+            spiffe_id: id_str.clone(),
+            attestation_type: attempt.attestor.clone(),
+            serial: super::tls::normalize_serial(&svid.serial_hex),
+            expires_at,
+            selectors: selectors.clone(),
+            banned: false,
+            can_reattest: attestation.can_reattest,
+            created_at: existing.as_ref().map_or(now_s, |a| a.created_at),
+            updated_at: now_s,
+        };
+        let issuer_id = issuer.issuer_id.to_string();
+        let aliases_created = if is_join_token {
+            let token = redeem_join_token(
+                issuer.store.as_ref(),
+                &params.payload,
+                now_s,
+                record,
+                &issuer_id,
             )
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => denied(Status::permission_denied(format!(
-                    "agent {id_str} is banned"
-                ))),
-                other => (store_status(&other), false),
-            })?;
-        if !attestation.aliases.is_empty() {
+            .await?;
+            token.alias_spiffe_id.is_some()
+        } else {
+            let alias_entries = attestation
+                .aliases
+                .iter()
+                .map(|alias| NewEntry {
+                    spiffe_id: alias.to_string(),
+                    parent_id: issuer_id.clone(),
+                    selectors: selectors.clone(),
+                    ..NewEntry::default()
+                })
+                .collect();
+            issuer
+                .store
+                .create_agent(record, alias_entries)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => denied(Status::permission_denied(format!(
+                        "agent {id_str} is banned"
+                    ))),
+                    other => (store_status(&other), false),
+                })?;
+            !attestation.aliases.is_empty()
+        };
+        attempt.agent_id = Some(agent_id.clone());
+        if aliases_created {
             // Alias entries may have been created: tell watching agents.
             issuer.notifier.notify();
         }

@@ -11,15 +11,19 @@
 //!
 //! Delta sync from revision `R`: an authorized entry is sent when its own revision is above `R` or
 //! when an entry it was reached through (its parent entry or node alias, transitively) is, so that
-//! entries that become authorized because a parent changed are sent too. Removed ids are the
-//! tombstones above `R` plus the entries changed above `R` that are not authorized now. Entries
-//! that lose their authorization only because an ancestor was deleted or changed are dropped by the
-//! agent itself, which keeps only entries connected to its ID or its node aliases.
+//! entries that become authorized because a parent changed are sent too. Removed ids
+//! ([`removed_entry_ids`]) are the entries deleted above `R`, and the entries changed above `R`
+//! that are not authorized now, that the agent may hold: those whose parent at some point after `R`
+//! (at deletion, before a move, or now) connects to the agent now. Entries that lose their
+//! authorization only because an ancestor was deleted or changed are dropped by the agent itself,
+//! which keeps only entries connected to its ID or its node aliases.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use signet_proto::node as pb;
-use signet_store::{EntryFilter, Page, RegistrationEntry, Selector, Store, StoreError};
+use signet_store::{
+    EntryChanges, EntryFilter, Page, RegistrationEntry, Selector, Store, StoreError,
+};
 
 /// The deepest chain of parent entries followed from the agent.
 pub const MAX_DEPTH: usize = 16;
@@ -142,6 +146,64 @@ pub async fn authorized_entries(
         }
     }
     Ok(out)
+}
+
+/// The ids a delta sync reports as removed, from the store's `changes` since the sync's base
+/// revision `R` and the agent's current `authorized` set (computed from `R`): entries deleted after
+/// `R`, and entries changed after `R` that are not authorized now, that the agent may hold.
+///
+/// The agent held an entry only if its parent at `R` connected to it. Its parent at `R` is among
+/// the parents the store recorded after `R` (at deletion, before each move, and the current one).
+/// The entry is named when one of them connects to the agent now: the agent ID, the issuer ID (any
+/// node alias: its old selectors are not known) or the SPIFFE ID of an authorized entry. An entry
+/// left out can be held by the agent only below a parent that no longer connects to the agent;
+/// the agent's cache drops such entries itself (they are no longer reachable from its ID or node
+/// aliases). When the store's history does not cover `R` (`history_complete` false) or a tombstone
+/// has no parent, the entry is named.
+pub fn removed_entry_ids(
+    changes: &EntryChanges,
+    authorized: &BTreeMap<String, AuthorizedEntry>,
+    agent_id: &str,
+    issuer_id: &str,
+) -> Vec<String> {
+    let mut connecting: HashSet<&str> = authorized
+        .values()
+        .map(|a| a.entry.fields.spiffe_id.as_str())
+        .collect();
+    connecting.insert(agent_id);
+    connecting.insert(issuer_id);
+    let mut old_parents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for m in &changes.moved {
+        old_parents
+            .entry(m.id.as_str())
+            .or_default()
+            .push(m.old_parent_id.as_str());
+    }
+    let may_hold = |id: &str, parent: Option<&str>| {
+        !changes.history_complete
+            || parent.is_none_or(|p| connecting.contains(p))
+            || old_parents
+                .get(id)
+                .is_some_and(|ps| ps.iter().any(|p| connecting.contains(p)))
+    };
+    let mut removed: Vec<String> = changes
+        .deleted
+        .iter()
+        .filter(|d| may_hold(&d.id, d.parent_id.as_deref()))
+        .map(|d| d.id.clone())
+        .collect();
+    removed.extend(
+        changes
+            .updated
+            .iter()
+            .filter(|e| {
+                !authorized.contains_key(&e.id) && may_hold(&e.id, Some(&e.fields.parent_id))
+            })
+            .map(|e| e.id.clone()),
+    );
+    removed.sort();
+    removed.dedup();
+    removed
 }
 
 /// The wire form of an entry.
@@ -381,6 +443,177 @@ mod tests {
             assert_eq!(got_e, want_e, "size {size}");
             assert_eq!(got_r, removed, "size {size}");
         }
+    }
+
+    // ---- removed ids, against a real store and the agent's real cache ----
+
+    use signet_agent::node_client::{EntryCache, EntrySync};
+    use signet_spiffe::SpiffeId;
+    use signet_store::sqlite::SqliteStore;
+    use signet_store::{DeletedEntry, NewEntry};
+    use std::time::SystemTime;
+
+    const ISSUER: &str = "spiffe://td/signet/issuer";
+    const A: &str = "spiffe://td/signet/agent/a";
+    const B: &str = "spiffe://td/signet/agent/b";
+
+    fn sel_a() -> Vec<Selector> {
+        vec![Selector::new("x", "a")]
+    }
+
+    async fn add(store: &SqliteStore, spiffe_id: &str, parent_id: &str) -> RegistrationEntry {
+        store
+            .create_entry(NewEntry {
+                spiffe_id: spiffe_id.into(),
+                parent_id: parent_id.into(),
+                selectors: if parent_id == ISSUER {
+                    sel_a()
+                } else {
+                    vec![Selector::new("unix", "uid:1")]
+                },
+                ..NewEntry::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn reparent(store: &SqliteStore, e: &RegistrationEntry, parent: &str, spiffe: &str) {
+        let mut e = store.get_entry(&e.id).await.unwrap().unwrap();
+        e.fields.parent_id = parent.into();
+        e.fields.spiffe_id = spiffe.into();
+        store.update_entry(e).await.unwrap();
+    }
+
+    /// What `SyncEntries` sends an agent from `since` (one page), built as the handler does.
+    async fn sync(store: &SqliteStore, agent: &str, since: i64) -> EntrySync {
+        let revision = store.current_revision().await.unwrap();
+        let selectors = if agent == A { sel_a() } else { Vec::new() };
+        let authorized = authorized_entries(store, ISSUER, agent, &selectors, since, 0)
+            .await
+            .unwrap();
+        let full = since == 0;
+        let removed_entry_ids = if full {
+            Vec::new()
+        } else {
+            let changes = store.entry_changes_since(since).await.unwrap();
+            removed_entry_ids(&changes, &authorized, agent, ISSUER)
+        };
+        EntrySync {
+            full,
+            entries: authorized
+                .values()
+                .filter(|a| full || a.changed)
+                .map(entry_to_proto)
+                .collect(),
+            removed_entry_ids,
+            revision,
+        }
+    }
+
+    fn cache_ids(cache: &EntryCache) -> Vec<String> {
+        let mut ids: Vec<String> = cache.entries().map(|e| e.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    async fn authorized_ids(store: &SqliteStore, agent: &str) -> Vec<String> {
+        sync(store, agent, 0)
+            .await
+            .entries
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn removed_ids_name_only_what_the_agent_may_hold_and_deltas_converge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let alias = add(&store, "spiffe://td/node/n", ISSUER).await;
+        add(&store, "spiffe://td/w1", A).await;
+        let w6 = add(&store, "spiffe://td/w6", A).await;
+        let w2 = add(&store, "spiffe://td/w2", "spiffe://td/w6").await;
+        let w3 = add(&store, "spiffe://td/w3", "spiffe://td/node/n").await;
+        let w4 = add(&store, "spiffe://td/w4", "spiffe://td/w1").await;
+        let w5 = add(&store, "spiffe://td/w5", "spiffe://td/w6").await;
+        let b1 = add(&store, "spiffe://td/b1", B).await;
+        let b2 = add(&store, "spiffe://td/b2", "spiffe://td/b1").await;
+        let b3 = add(&store, "spiffe://td/b3", B).await;
+
+        let id = |a: &str| SpiffeId::parse(a).unwrap();
+        let mut cache_a = EntryCache::new(&id(A), &id(ISSUER));
+        let mut cache_b = EntryCache::new(&id(B), &id(ISSUER));
+        cache_a.apply(sync(&store, A, 0).await, SystemTime::now());
+        cache_b.apply(sync(&store, B, 0).await, SystemTime::now());
+        assert_eq!(cache_ids(&cache_a).len(), 7);
+        assert_eq!(cache_ids(&cache_b).len(), 3);
+        let r = store.current_revision().await.unwrap();
+
+        // B's changes: a deletion under B, and b3 moved from B to A.
+        store.delete_entry(&b1.id).await.unwrap();
+        reparent(&store, &b3, A, "spiffe://td/b3").await;
+        // A's changes: w3 (under the node alias) deleted, w4 moved from w1 to B, w6 renamed (its
+        // children w2 and w5 are left under the old name), then w5 deleted under the old name.
+        store.delete_entry(&w3.id).await.unwrap();
+        reparent(&store, &w4, B, "spiffe://td/w4").await;
+        reparent(&store, &w6, A, "spiffe://td/w6x").await;
+        store.delete_entry(&w5.id).await.unwrap();
+
+        let delta_a = sync(&store, A, r).await;
+        let mut want = vec![w3.id.clone(), w4.id.clone()];
+        want.sort();
+        assert_eq!(
+            delta_a.removed_entry_ids, want,
+            "not b1, nor w5 (old parent gone)"
+        );
+        let delta_b = sync(&store, B, r).await;
+        let mut want = vec![b1.id.clone(), b3.id.clone()];
+        want.sort();
+        assert_eq!(delta_b.removed_entry_ids, want, "nothing of A's");
+
+        cache_a.apply(delta_a, SystemTime::now());
+        cache_b.apply(delta_b, SystemTime::now());
+        assert_eq!(cache_ids(&cache_a), authorized_ids(&store, A).await);
+        assert_eq!(cache_ids(&cache_b), authorized_ids(&store, B).await);
+        assert!(cache_a.get(&w2.id).is_none() && cache_a.get(&b3.id).is_some());
+        assert!(cache_b.get(&b2.id).is_none() && cache_b.get(&w4.id).is_some());
+
+        // A node alias deletion is named to every agent (its old selectors are not known).
+        let r = store.current_revision().await.unwrap();
+        store.delete_entry(&alias.id).await.unwrap();
+        for (agent, cache) in [(A, &mut cache_a), (B, &mut cache_b)] {
+            let delta = sync(&store, agent, r).await;
+            assert_eq!(delta.removed_entry_ids, vec![alias.id.clone()], "{agent}");
+            cache.apply(delta, SystemTime::now());
+            assert_eq!(cache_ids(cache), authorized_ids(&store, agent).await);
+        }
+        store.close().await;
+    }
+
+    #[test]
+    fn incomplete_history_or_unknown_parent_names_every_change() {
+        let unrelated = |id: &str, parent: Option<&str>| DeletedEntry {
+            id: id.into(),
+            parent_id: parent.map(Into::into),
+            revision: 5,
+        };
+        let mut changes = EntryChanges {
+            deleted: vec![
+                unrelated("d1", Some("spiffe://td/elsewhere")),
+                unrelated("d2", None),
+            ],
+            history_complete: true,
+            ..EntryChanges::default()
+        };
+        let none = BTreeMap::new();
+        assert_eq!(removed_entry_ids(&changes, &none, A, ISSUER), vec!["d2"]);
+        changes.history_complete = false;
+        assert_eq!(
+            removed_entry_ids(&changes, &none, A, ISSUER),
+            vec!["d1", "d2"]
+        );
     }
 
     #[test]

@@ -197,9 +197,7 @@ impl NodeService {
         options: NodeApiOptions,
     ) -> Result<Self, signet_attestors::AttestError> {
         let mut attestors: BTreeMap<&'static str, Arc<dyn NodeAttestor>> = BTreeMap::new();
-        let join_token = attest::JoinTokenAttestor {
-            store: issuer.store.clone(),
-        };
+        let join_token = attest::JoinTokenAttestor;
         attestors.insert(join_token.attestor_type(), Arc::new(join_token));
         if let Some(cfg) = options.x509pop {
             let x509pop = X509PopAttestor::new(cfg)?;
@@ -410,16 +408,12 @@ impl NodeService {
                 .entry_changes_since(token.since)
                 .await
                 .map_err(|e| store_status(&e))?;
-            removed.extend(changes.deleted_ids);
-            removed.extend(
-                changes
-                    .updated
-                    .into_iter()
-                    .filter(|e| !authorized.contains_key(&e.id))
-                    .map(|e| e.id),
+            removed = authz::removed_entry_ids(
+                &changes,
+                &authorized,
+                &caller.id.to_string(),
+                &self.issuer.issuer_id.to_string(),
             );
-            removed.sort();
-            removed.dedup();
         }
         let page_size = match req.page_size {
             0 => authz::DEFAULT_PAGE_SIZE,
