@@ -4,8 +4,20 @@
 //! embedded, PostgreSQL for HA), mints X509-SVIDs for agents and for the workloads they vouch for,
 //! and serves an admin API on a private Unix socket. It never logs private keys or join tokens.
 //!
-//! Modules: [`state`] (the shared issuer state), [`node`] (node API for agents), [`metrics`].
+//! Modules: [`state`] (the shared issuer state), [`node`] (node API for agents), [`metrics`],
+//! [`config`] (TOML configuration), [`admin`] (admin API server), [`entries`] (entry validation),
+//! [`health`] (`/live`, `/ready`, `/metrics`), [`ca_sync`] (CA journal and own bundle in the
+//! store), [`instrumented`] (store call metrics), [`audit`], [`logging`]. The binary adds the
+//! start-up (`run`) and the admin CLI.
 
+pub mod admin;
+pub mod audit;
+pub mod ca_sync;
+pub mod config;
+pub mod entries;
+pub mod health;
+pub mod instrumented;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod state;

@@ -8,6 +8,7 @@ use signet_spiffe::{SpiffeId, TrustDomain};
 use signet_store::Store;
 
 use crate::metrics::Metrics;
+use crate::node::notify::RevisionNotifier;
 
 /// TTL defaults from the `[defaults]` config section.
 #[derive(Debug, Clone)]
@@ -32,23 +33,15 @@ pub struct Issuer {
     pub defaults: Defaults,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// `spiffe://<td>/signet/issuer` (see [`issuer_id`]).
+    pub issuer_id: SpiffeId,
+    /// Pushes entry and bundle changes to watching agents: call
+    /// [`RevisionNotifier::notify`] after every in-process change of registration entries or of
+    /// the own trust bundle (`RevisionNotifier::new()` when building an `Issuer`).
+    pub notifier: Arc<RevisionNotifier>,
 }
 
-impl Issuer {
-    /// `spiffe://<td>/signet/issuer`, the ID the issuer presents on the node API.
-    pub fn issuer_id(&self) -> SpiffeId {
-        issuer_id(&self.trust_domain)
-    }
-}
-
-/// `spiffe://<td>/signet/issuer`.
-pub fn issuer_id(td: &TrustDomain) -> SpiffeId {
-    // The path is a constant that satisfies every rule, so this cannot fail for a valid trust domain.
+/// `spiffe://<td>/signet/issuer`, the ID the issuer presents on the node API.
+pub fn issuer_id(td: &TrustDomain) -> Result<SpiffeId, signet_spiffe::IdError> {
     td.spiffe_id("/signet/issuer")
-        .unwrap_or_else(|_| unreachable_id(td))
-}
-
-fn unreachable_id(td: &TrustDomain) -> SpiffeId {
-    // Fallback that is never reached; kept to avoid a panic path.
-    SpiffeId::parse(&td.id_string()).unwrap_or_else(|_| unreachable_id(td))
 }

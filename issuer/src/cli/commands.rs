@@ -1,0 +1,454 @@
+//! Execution of the admin commands.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use signet_issuer::entries::{self, EntryError};
+use signet_proto::admin as pb;
+use zeroize::Zeroizing;
+
+use super::output::{self, AgentJson, BundleJson, CaJson, EntryJson};
+use super::{
+    AgentCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand, Output,
+    TokenCommand, X509Command, client,
+};
+
+/// Page size used when the CLI lists every entry.
+const LIST_PAGE_SIZE: u32 = 500;
+
+fn status_error(e: tonic::Status) -> anyhow::Error {
+    match e.code() {
+        tonic::Code::Unavailable if e.message().is_empty() => {
+            anyhow!("the issuer is unavailable")
+        }
+        _ => anyhow!("{}", e.message()),
+    }
+}
+
+/// Checks selectors locally so that the error names the flag.
+fn check_selectors(values: &[String]) -> Result<()> {
+    for s in values {
+        if let Err(e) = entries::parse_selector(s) {
+            match e {
+                EntryError::BadSelector { value, reason } => {
+                    bail!("--selector {value:?}: {reason}")
+                }
+                other => bail!("--selector {s:?}: {other}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs an admin command (every command but `run`). Returns the process exit code.
+pub async fn execute(socket: &Path, command: Command) -> Result<u8> {
+    match command {
+        Command::Run { .. } => bail!("`run` is not an admin command"),
+        Command::Entry(c) => entry(socket, c).await.map(|()| 0),
+        Command::Token(c) => token(socket, c).await.map(|()| 0),
+        Command::Agent(c) => agent(socket, c).await.map(|()| 0),
+        Command::Bundle(c) => bundle(socket, c).await.map(|()| 0),
+        Command::X509(c) => x509(socket, c).await.map(|()| 0),
+        Command::Ca(c) => ca(socket, c).await.map(|()| 0),
+        Command::Healthcheck => healthcheck(socket).await,
+    }
+}
+
+fn print_entry(e: &pb::Entry, output: Output) -> Result<()> {
+    match output {
+        Output::Json => print(&output::json(&EntryJson::from(e))?),
+        Output::Text => print(&output::entry_text(e)),
+    }
+}
+
+async fn entry(socket: &Path, c: EntryCommand) -> Result<()> {
+    match c {
+        EntryCommand::Create(a) => {
+            check_selectors(&a.selectors)?;
+            let mut client = client::connect(socket).await?;
+            let e = client
+                .create_entry(pb::CreateEntryRequest {
+                    spiffe_id: a.spiffe_id,
+                    parent_id: a.parent_id,
+                    selectors: a.selectors,
+                    x509_svid_ttl: a.x509_svid_ttl.unwrap_or(0),
+                    jwt_svid_ttl: a.jwt_svid_ttl.unwrap_or(0),
+                    dns_names: a.dns_names,
+                    hint: a.hint.unwrap_or_default(),
+                    admin: a.admin,
+                    downstream: a.downstream,
+                    federates_with: a.federates_with,
+                    expires_at: a.expires_at,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_entry(&e, a.output.output)
+        }
+        EntryCommand::Show(a) => {
+            check_selectors(&a.selectors)?;
+            let mut client = client::connect(socket).await?;
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let resp = client
+                    .list_entries(pb::ListEntriesRequest {
+                        id: a.id.clone().unwrap_or_default(),
+                        spiffe_id: a.spiffe_id.clone().unwrap_or_default(),
+                        parent_id: a.parent_id.clone().unwrap_or_default(),
+                        selectors: a.selectors.clone(),
+                        page_size: LIST_PAGE_SIZE,
+                        page_token: page_token.clone(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                all.extend(resp.entries);
+                if resp.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = resp.next_page_token;
+            }
+            match a.output.output {
+                Output::Json => {
+                    let v: Vec<EntryJson> = all.iter().map(EntryJson::from).collect();
+                    print(&output::json(&v)?)
+                }
+                Output::Text => print(&output::entries_text(&all)),
+            }
+        }
+        EntryCommand::Update(a) => {
+            check_selectors(&a.selectors)?;
+            let list = |v: Vec<String>, clear: bool| {
+                (clear || !v.is_empty()).then_some(pb::StringList { values: v })
+            };
+            let mut client = client::connect(socket).await?;
+            let e = client
+                .update_entry(pb::UpdateEntryRequest {
+                    id: a.id,
+                    spiffe_id: a.spiffe_id,
+                    parent_id: a.parent_id,
+                    selectors: list(a.selectors, false),
+                    x509_svid_ttl: a.x509_svid_ttl,
+                    jwt_svid_ttl: a.jwt_svid_ttl,
+                    dns_names: list(a.dns_names, a.clear_dns_names),
+                    hint: a.hint,
+                    admin: a.admin,
+                    downstream: a.downstream,
+                    federates_with: list(a.federates_with, a.clear_federates_with),
+                    expires_at: a.expires_at,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_entry(&e, a.output.output)
+        }
+        EntryCommand::Delete { id, output } => {
+            let mut client = client::connect(socket).await?;
+            let e = client
+                .delete_entry(pb::DeleteEntryRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output.output {
+                Output::Json => print(&output::json(&EntryJson::from(&e))?),
+                Output::Text => print(&format!("Deleted entry {}\n", e.id)),
+            }
+        }
+    }
+}
+
+async fn token(socket: &Path, c: TokenCommand) -> Result<()> {
+    let TokenCommand::Generate {
+        spiffe_id,
+        ttl,
+        output,
+    } = c;
+    let mut client = client::connect(socket).await?;
+    let resp = client
+        .generate_join_token(pb::GenerateJoinTokenRequest {
+            ttl: ttl.unwrap_or(0),
+            alias_spiffe_id: spiffe_id.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let token = Zeroizing::new(resp.token);
+    match output.output {
+        Output::Json => {
+            let v = Zeroizing::new(output::json(&serde_json::json!({
+                "token": token.as_str(),
+                "expires_at": resp.expires_at,
+                "agent_spiffe_id": resp.agent_spiffe_id,
+                "alias_spiffe_id": (!resp.alias_spiffe_id.is_empty()).then_some(&resp.alias_spiffe_id),
+            }))?);
+            print(&v)
+        }
+        Output::Text => print(&Zeroizing::new(format!("Token: {}\n", token.as_str()))),
+    }
+}
+
+async fn agent(socket: &Path, c: AgentCommand) -> Result<()> {
+    let mut client = client::connect(socket).await?;
+    match c {
+        AgentCommand::List(o) => {
+            let agents = client
+                .list_agents(pb::ListAgentsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .agents;
+            match o.output {
+                Output::Json => {
+                    let v: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
+                    print(&output::json(&v)?)
+                }
+                Output::Text => print(&output::agents_text(&agents)),
+            }
+        }
+        AgentCommand::Show { spiffe_id, output } => {
+            let a = client
+                .get_agent(pb::AgentRequest { spiffe_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output.output {
+                Output::Json => print(&output::json(&AgentJson::from(&a))?),
+                Output::Text => print(&output::agent_text(&a)),
+            }
+        }
+        AgentCommand::Evict { spiffe_id } => {
+            let a = client
+                .evict_agent(pb::AgentRequest { spiffe_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&format!("Evicted agent {}\n", a.spiffe_id))
+        }
+        AgentCommand::Ban { spiffe_id } => {
+            let a = client
+                .ban_agent(pb::BanAgentRequest {
+                    spiffe_id,
+                    banned: true,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&format!("Banned agent {}\n", a.spiffe_id))
+        }
+        AgentCommand::Unban { spiffe_id } => {
+            let a = client
+                .ban_agent(pb::BanAgentRequest {
+                    spiffe_id,
+                    banned: false,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&format!("Unbanned agent {}\n", a.spiffe_id))
+        }
+    }
+}
+
+fn format_pb(f: BundleFormatArg) -> pb::BundleFormat {
+    match f {
+        BundleFormatArg::Pem => pb::BundleFormat::Pem,
+        BundleFormatArg::Spiffe => pb::BundleFormat::Spiffe,
+    }
+}
+
+async fn bundle(socket: &Path, c: BundleCommand) -> Result<()> {
+    match c {
+        BundleCommand::Show {
+            format,
+            trust_domain,
+        } => {
+            let mut client = client::connect(socket).await?;
+            let doc = client
+                .get_bundle(pb::GetBundleRequest {
+                    trust_domain: trust_domain.unwrap_or_default(),
+                    format: format_pb(format) as i32,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&doc.content)
+        }
+        BundleCommand::Set {
+            trust_domain,
+            path,
+            format,
+        } => {
+            let content = match &path {
+                Some(p) => std::fs::read(p).with_context(|| format!("--path {}", p.display()))?,
+                None => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("cannot read the bundle from standard input")?;
+                    buf
+                }
+            };
+            let mut client = client::connect(socket).await?;
+            let info = client
+                .set_federated_bundle(pb::SetFederatedBundleRequest {
+                    trust_domain,
+                    format: format_pb(format) as i32,
+                    content,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&format!(
+                "Bundle of {} set (sequence {}, {} X.509 and {} JWT authorities)\n",
+                info.trust_domain, info.sequence, info.x509_authorities, info.jwt_authorities
+            ))
+        }
+        BundleCommand::List(o) => {
+            let mut client = client::connect(socket).await?;
+            let bundles = client
+                .list_bundles(pb::ListBundlesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .bundles;
+            match o.output {
+                Output::Json => {
+                    let v: Vec<BundleJson> = bundles.iter().map(BundleJson::from).collect();
+                    print(&output::json(&v)?)
+                }
+                Output::Text => print(&output::bundles_text(&bundles)),
+            }
+        }
+        BundleCommand::Delete { trust_domain } => {
+            let mut client = client::connect(socket).await?;
+            let info = client
+                .delete_federated_bundle(pb::DeleteFederatedBundleRequest { trust_domain })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&format!("Deleted the bundle of {}\n", info.trust_domain))
+        }
+    }
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // The mode above applies only to new files: enforce it on existing ones too.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn x509(socket: &Path, c: X509Command) -> Result<()> {
+    let X509Command::Mint {
+        spiffe_id,
+        ttl,
+        dns_names,
+        write,
+    } = c;
+    let mut client = client::connect(socket).await?;
+    let resp = client
+        .mint_x509_svid(pb::MintX509SvidRequest {
+            spiffe_id,
+            ttl: ttl.unwrap_or(0),
+            dns_names,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let key = Zeroizing::new(resp.private_key_pem);
+    match write {
+        Some(dir) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("--write {}: cannot create directory", dir.display()))?;
+            let svid = dir.join("svid.pem");
+            let key_path = dir.join("svid.key");
+            let bundle = dir.join("bundle.pem");
+            write_file(&key_path, key.as_bytes(), 0o600)?;
+            write_file(&svid, resp.cert_chain_pem.as_bytes(), 0o644)?;
+            write_file(&bundle, resp.bundle_pem.as_bytes(), 0o644)?;
+            print(&format!(
+                "X509-SVID for {} (serial {}, expires {})\nWrote {}\nWrote {}\nWrote {}\n",
+                resp.spiffe_id,
+                resp.serial,
+                output::time(resp.expires_at),
+                svid.display(),
+                key_path.display(),
+                bundle.display()
+            ))
+        }
+        None => {
+            let out = Zeroizing::new(format!(
+                "{}{}{}",
+                resp.cert_chain_pem,
+                key.as_str(),
+                resp.bundle_pem
+            ));
+            print(&out)
+        }
+    }
+}
+
+async fn ca(socket: &Path, c: CaCommand) -> Result<()> {
+    let mut client = client::connect(socket).await?;
+    let (status, o) = match c {
+        CaCommand::Show(o) => (client.show_ca(pb::ShowCaRequest {}).await, o),
+        CaCommand::Prepare(o) => (client.prepare_ca(pb::PrepareCaRequest {}).await, o),
+        CaCommand::Activate(o) => (client.activate_ca(pb::ActivateCaRequest {}).await, o),
+    };
+    let status = status.map_err(status_error)?.into_inner();
+    match o.output {
+        Output::Json => print(&output::json(&CaJson::from(&status))?),
+        Output::Text => print(&output::ca_text(&status)),
+    }
+}
+
+async fn healthcheck(socket: &Path) -> Result<u8> {
+    let mut client = client::connect(socket).await?;
+    let h = client
+        .healthcheck(pb::HealthcheckRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if h.healthy {
+        print(&format!(
+            "Issuer is healthy (trust domain {}, version {})\n",
+            h.trust_domain, h.version
+        ))?;
+        Ok(0)
+    } else {
+        let mut problems = Vec::new();
+        if !h.store_ok {
+            problems.push(format!("datastore unreachable: {}", h.detail));
+        }
+        if !h.ca_active {
+            problems.push("no active CA".to_owned());
+        }
+        if !h.node_api_bound {
+            problems.push("node API not listening".to_owned());
+        }
+        eprintln!("Issuer is unhealthy: {}", problems.join("; "));
+        Ok(1)
+    }
+}

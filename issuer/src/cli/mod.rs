@@ -1,0 +1,386 @@
+//! The command line of `signet-issuer`: `run` and the admin commands, which talk to a running
+//! issuer over its admin socket.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use signet_issuer::config::DEFAULT_ADMIN_SOCKET_PATH;
+
+pub use commands::execute;
+
+/// signet-issuer: the root of a Signet (SPIFFE) trust domain.
+#[derive(Debug, Parser)]
+#[command(name = "signet-issuer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Path of the admin API socket of the issuer to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNET_ADMIN_SOCKET",
+        default_value = DEFAULT_ADMIN_SOCKET_PATH,
+        value_name = "PATH"
+    )]
+    pub socket_path: PathBuf,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON (one document on stdout).
+    Json,
+}
+
+/// Format of trust bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BundleFormatArg {
+    /// PEM certificates (X.509 authorities).
+    Pem,
+    /// SPIFFE bundle (JWK Set) JSON.
+    Spiffe,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the issuer.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Registration entries.
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// Join tokens for node attestation.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Attested agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Trust bundles: the own one and federated ones.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// X509-SVIDs for the operator.
+    #[command(subcommand)]
+    X509(X509Command),
+    /// The certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Check that the issuer is healthy (exit status 0) or not (1).
+    Healthcheck,
+}
+
+/// `entry` commands.
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Create a registration entry.
+    Create(EntryCreateArgs),
+    /// Show entries, all of them or those matching the filters.
+    Show(EntryShowArgs),
+    /// Update fields of an entry; the fields not given are kept.
+    Update(EntryUpdateArgs),
+    /// Delete an entry.
+    Delete {
+        /// Entry ID.
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+/// Arguments of `entry create`.
+#[derive(Debug, Args)]
+pub struct EntryCreateArgs {
+    /// SPIFFE ID issued to matching workloads.
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: String,
+    /// ID of the agent (or node alias) the workloads run under.
+    #[arg(long, value_name = "ID")]
+    pub parent_id: String,
+    /// Selector TYPE:VALUE the workload must have (repeat for several).
+    #[arg(long = "selector", value_name = "TYPE:VALUE")]
+    pub selectors: Vec<String>,
+    /// X509-SVID TTL (e.g. 1h); default: the issuer's.
+    #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
+    pub x509_svid_ttl: Option<u32>,
+    /// JWT-SVID TTL (e.g. 5m); default: the issuer's.
+    #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
+    pub jwt_svid_ttl: Option<u32>,
+    /// DNS name added to the X509-SVID (repeat for several).
+    #[arg(long = "dns-name", value_name = "NAME")]
+    pub dns_names: Vec<String>,
+    /// Hint returned to workloads with the SVID.
+    #[arg(long)]
+    pub hint: Option<String>,
+    /// Holders of this identity may use the admin API.
+    #[arg(long)]
+    pub admin: bool,
+    /// The identity is a downstream issuer.
+    #[arg(long)]
+    pub downstream: bool,
+    /// Trust domain whose bundle the workloads receive (repeat for several).
+    #[arg(long = "federates-with", value_name = "TD")]
+    pub federates_with: Vec<String>,
+    /// When the entry stops being served: RFC 3339 time or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub expires_at: Option<i64>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `entry show`.
+#[derive(Debug, Args)]
+pub struct EntryShowArgs {
+    /// Entry ID.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// SPIFFE ID.
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: Option<String>,
+    /// Parent ID.
+    #[arg(long, value_name = "ID")]
+    pub parent_id: Option<String>,
+    /// Selector the entries must include (repeat: all must match).
+    #[arg(long = "selector", value_name = "TYPE:VALUE")]
+    pub selectors: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `entry update`.
+#[derive(Debug, Args)]
+pub struct EntryUpdateArgs {
+    /// Entry ID.
+    #[arg(long)]
+    pub id: String,
+    /// New SPIFFE ID.
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: Option<String>,
+    /// New parent ID.
+    #[arg(long, value_name = "ID")]
+    pub parent_id: Option<String>,
+    /// Replace the selectors (repeat for several).
+    #[arg(long = "selector", value_name = "TYPE:VALUE")]
+    pub selectors: Vec<String>,
+    /// New X509-SVID TTL (0s = the issuer's default).
+    #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
+    pub x509_svid_ttl: Option<u32>,
+    /// New JWT-SVID TTL (0s = the issuer's default).
+    #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
+    pub jwt_svid_ttl: Option<u32>,
+    /// Replace the DNS names (repeat for several).
+    #[arg(long = "dns-name", value_name = "NAME")]
+    pub dns_names: Vec<String>,
+    /// Remove every DNS name.
+    #[arg(long, conflicts_with = "dns_names")]
+    pub clear_dns_names: bool,
+    /// New hint ("" removes it).
+    #[arg(long)]
+    pub hint: Option<String>,
+    /// Admin flag.
+    #[arg(long, value_name = "BOOL")]
+    pub admin: Option<bool>,
+    /// Downstream flag.
+    #[arg(long, value_name = "BOOL")]
+    pub downstream: Option<bool>,
+    /// Replace the federated trust domains (repeat for several).
+    #[arg(long = "federates-with", value_name = "TD")]
+    pub federates_with: Vec<String>,
+    /// Remove every federated trust domain.
+    #[arg(long, conflicts_with = "federates_with")]
+    pub clear_federates_with: bool,
+    /// New expiry: RFC 3339 time or Unix seconds; 0 removes it.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub expires_at: Option<i64>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// `token` commands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Generate a single-use join token (printed once).
+    Generate {
+        /// Make this ID an alias of the agent that redeems the token (usable as --parent-id).
+        #[arg(long, value_name = "ID")]
+        spiffe_id: Option<String>,
+        /// Lifetime of the token (default 10m, at most 7d).
+        #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
+        ttl: Option<u32>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+/// `agent` commands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List attested agents.
+    List(OutputArg),
+    /// Show one agent.
+    Show {
+        /// Agent SPIFFE ID.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Evict an agent: it must attest again.
+    Evict {
+        /// Agent SPIFFE ID.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+    },
+    /// Ban an agent: it is refused until unbanned or evicted.
+    Ban {
+        /// Agent SPIFFE ID.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// Agent SPIFFE ID.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+    },
+}
+
+/// `bundle` commands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Print a trust bundle (the own one by default).
+    Show {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = BundleFormatArg::Pem)]
+        format: BundleFormatArg,
+        /// Trust domain of a federated bundle to print instead of the own one.
+        #[arg(long, value_name = "TD")]
+        trust_domain: Option<String>,
+    },
+    /// Set (create or replace) the bundle of a federated trust domain.
+    Set {
+        /// The federated trust domain (e.g. partner.org or spiffe://partner.org).
+        #[arg(long, visible_alias = "id", value_name = "TD")]
+        trust_domain: String,
+        /// Bundle file; standard input when absent.
+        #[arg(long, value_name = "FILE")]
+        path: Option<PathBuf>,
+        /// Format of the file.
+        #[arg(long, value_enum, default_value_t = BundleFormatArg::Spiffe)]
+        format: BundleFormatArg,
+    },
+    /// List the bundles (own and federated).
+    List(OutputArg),
+    /// Delete the bundle of a federated trust domain.
+    Delete {
+        /// The federated trust domain.
+        #[arg(long, visible_alias = "id", value_name = "TD")]
+        trust_domain: String,
+    },
+}
+
+/// `x509` commands.
+#[derive(Debug, Subcommand)]
+pub enum X509Command {
+    /// Mint an X509-SVID with a fresh key (PEM on stdout, or files with --write).
+    Mint {
+        /// SPIFFE ID of the SVID.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+        /// Lifetime (default: the issuer's X509-SVID TTL).
+        #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
+        ttl: Option<u32>,
+        /// DNS name added to the SVID (repeat for several).
+        #[arg(long = "dns-name", value_name = "NAME")]
+        dns_names: Vec<String>,
+        /// Write svid.pem, svid.key (0600) and bundle.pem into this directory.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+    },
+}
+
+/// `ca` commands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Show the CA slots (prepared, active, retired).
+    Show(OutputArg),
+    /// Prepare the next CA now (published in the bundle, not yet signing).
+    Prepare(OutputArg),
+    /// Activate the prepared CA now.
+    Activate(OutputArg),
+}
+
+/// Parses a TTL like `90s`, `5m`, `1h` into whole seconds.
+fn parse_ttl(s: &str) -> Result<u32, String> {
+    let d: Duration = signet_issuer::config::parse_duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: use whole seconds"));
+    }
+    u32::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too long"))
+}
+
+/// Parses an RFC 3339 time (`2030-01-01T00:00:00Z`) or Unix seconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is neither an RFC 3339 time nor Unix seconds: {e}"))?;
+    Ok(signet_issuer::ca_sync::unix_secs(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_and_time_parsing() {
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert!(parse_ttl("1").is_err());
+        assert!(parse_ttl("1500ms").unwrap_err().contains("whole seconds"));
+        assert_eq!(parse_time("1900000000"), Ok(1_900_000_000));
+        assert_eq!(parse_time("2030-01-01T00:00:00Z"), Ok(1_893_456_000));
+        assert!(parse_time("tomorrow").is_err());
+    }
+
+    #[test]
+    fn global_socket_path_goes_anywhere() {
+        let cli = Cli::try_parse_from([
+            "signet-issuer",
+            "entry",
+            "show",
+            "--socket-path",
+            "/tmp/x.sock",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.socket_path, PathBuf::from("/tmp/x.sock"));
+    }
+}

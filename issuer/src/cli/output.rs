@@ -1,0 +1,301 @@
+//! How the admin commands print records: aligned text for people, JSON for scripts.
+
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use signet_proto::admin as pb;
+
+/// A selector in JSON output.
+#[derive(Debug, Serialize)]
+pub struct SelectorJson {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+fn selectors(s: &[pb::Selector]) -> Vec<SelectorJson> {
+    s.iter()
+        .map(|s| SelectorJson {
+            kind: s.r#type.clone(),
+            value: s.value.clone(),
+        })
+        .collect()
+}
+
+/// An entry in JSON output.
+#[derive(Debug, Serialize)]
+pub struct EntryJson {
+    id: String,
+    spiffe_id: String,
+    parent_id: String,
+    selectors: Vec<SelectorJson>,
+    x509_svid_ttl: u32,
+    jwt_svid_ttl: u32,
+    dns_names: Vec<String>,
+    hint: String,
+    admin: bool,
+    downstream: bool,
+    federates_with: Vec<String>,
+    expires_at: Option<i64>,
+    revision: i64,
+    created_at: i64,
+}
+
+impl From<&pb::Entry> for EntryJson {
+    fn from(e: &pb::Entry) -> Self {
+        Self {
+            id: e.id.clone(),
+            spiffe_id: e.spiffe_id.clone(),
+            parent_id: e.parent_id.clone(),
+            selectors: selectors(&e.selectors),
+            x509_svid_ttl: e.x509_svid_ttl,
+            jwt_svid_ttl: e.jwt_svid_ttl,
+            dns_names: e.dns_names.clone(),
+            hint: e.hint.clone(),
+            admin: e.admin,
+            downstream: e.downstream,
+            federates_with: e.federates_with.clone(),
+            expires_at: e.expires_at,
+            revision: e.revision,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// An agent in JSON output.
+#[derive(Debug, Serialize)]
+pub struct AgentJson {
+    spiffe_id: String,
+    attestation_type: String,
+    serial: String,
+    expires_at: i64,
+    selectors: Vec<SelectorJson>,
+    banned: bool,
+    can_reattest: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<&pb::Agent> for AgentJson {
+    fn from(a: &pb::Agent) -> Self {
+        Self {
+            spiffe_id: a.spiffe_id.clone(),
+            attestation_type: a.attestation_type.clone(),
+            serial: a.serial.clone(),
+            expires_at: a.expires_at,
+            selectors: selectors(&a.selectors),
+            banned: a.banned,
+            can_reattest: a.can_reattest,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// A bundle summary in JSON output.
+#[derive(Debug, Serialize)]
+pub struct BundleJson {
+    trust_domain: String,
+    own: bool,
+    sequence: u64,
+    x509_authorities: u32,
+    jwt_authorities: u32,
+    updated_at: i64,
+}
+
+impl From<&pb::BundleInfo> for BundleJson {
+    fn from(b: &pb::BundleInfo) -> Self {
+        Self {
+            trust_domain: b.trust_domain.clone(),
+            own: b.own,
+            sequence: b.sequence,
+            x509_authorities: b.x509_authorities,
+            jwt_authorities: b.jwt_authorities,
+            updated_at: b.updated_at,
+        }
+    }
+}
+
+/// A CA slot in JSON output.
+#[derive(Debug, Serialize)]
+pub struct SlotJson {
+    id: String,
+    state: String,
+    not_before: i64,
+    not_after: i64,
+    subject: String,
+    key_type: String,
+    fingerprint_sha256: String,
+}
+
+/// The CA in JSON output.
+#[derive(Debug, Serialize)]
+pub struct CaJson {
+    slots: Vec<SlotJson>,
+    bundle_sequence: u64,
+}
+
+impl From<&pb::CaStatus> for CaJson {
+    fn from(c: &pb::CaStatus) -> Self {
+        Self {
+            slots: c
+                .slots
+                .iter()
+                .map(|s| SlotJson {
+                    id: s.id.clone(),
+                    state: s.state.clone(),
+                    not_before: s.not_before,
+                    not_after: s.not_after,
+                    subject: s.subject.clone(),
+                    key_type: s.key_type.clone(),
+                    fingerprint_sha256: s.fingerprint_sha256.clone(),
+                })
+                .collect(),
+            bundle_sequence: c.bundle_sequence,
+        }
+    }
+}
+
+/// A Unix time as RFC 3339 (UTC).
+pub fn time(secs: i64) -> String {
+    match u64::try_from(secs) {
+        Ok(s) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string(),
+        Err(_) => secs.to_string(),
+    }
+}
+
+fn ttl(secs: u32) -> String {
+    if secs == 0 {
+        "default".to_owned()
+    } else {
+        humantime::format_duration(Duration::from_secs(u64::from(secs))).to_string()
+    }
+}
+
+fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{label:<17}: {value}");
+}
+
+/// An entry as text.
+pub fn entry_text(e: &pb::Entry) -> String {
+    let mut out = String::new();
+    line(&mut out, "Entry ID", &e.id);
+    line(&mut out, "SPIFFE ID", &e.spiffe_id);
+    line(&mut out, "Parent ID", &e.parent_id);
+    line(&mut out, "Revision", e.revision);
+    line(&mut out, "X509-SVID TTL", ttl(e.x509_svid_ttl));
+    line(&mut out, "JWT-SVID TTL", ttl(e.jwt_svid_ttl));
+    for s in &e.selectors {
+        line(&mut out, "Selector", format!("{}:{}", s.r#type, s.value));
+    }
+    for d in &e.dns_names {
+        line(&mut out, "DNS name", d);
+    }
+    for f in &e.federates_with {
+        line(&mut out, "FederatesWith", f);
+    }
+    if e.admin {
+        line(&mut out, "Admin", true);
+    }
+    if e.downstream {
+        line(&mut out, "Downstream", true);
+    }
+    if !e.hint.is_empty() {
+        line(&mut out, "Hint", &e.hint);
+    }
+    if let Some(t) = e.expires_at {
+        line(&mut out, "Expires at", time(t));
+    }
+    line(&mut out, "Created at", time(e.created_at));
+    out
+}
+
+/// A list of entries as text.
+pub fn entries_text(entries: &[pb::Entry]) -> String {
+    let mut out = match entries.len() {
+        0 => "Found 0 entries\n".to_owned(),
+        1 => "Found 1 entry\n".to_owned(),
+        n => format!("Found {n} entries\n"),
+    };
+    for e in entries {
+        out.push('\n');
+        out.push_str(&entry_text(e));
+    }
+    out
+}
+
+/// An agent as text.
+pub fn agent_text(a: &pb::Agent) -> String {
+    let mut out = String::new();
+    line(&mut out, "SPIFFE ID", &a.spiffe_id);
+    line(&mut out, "Attestation type", &a.attestation_type);
+    line(&mut out, "Serial number", &a.serial);
+    line(&mut out, "Expires at", time(a.expires_at));
+    line(&mut out, "Banned", a.banned);
+    line(&mut out, "Can re-attest", a.can_reattest);
+    for s in &a.selectors {
+        line(&mut out, "Selector", format!("{}:{}", s.r#type, s.value));
+    }
+    line(&mut out, "Attested at", time(a.created_at));
+    line(&mut out, "Updated at", time(a.updated_at));
+    out
+}
+
+/// A list of agents as text.
+pub fn agents_text(agents: &[pb::Agent]) -> String {
+    let mut out = match agents.len() {
+        1 => "Found 1 attested agent\n".to_owned(),
+        n => format!("Found {n} attested agents\n"),
+    };
+    for a in agents {
+        out.push('\n');
+        out.push_str(&agent_text(a));
+    }
+    out
+}
+
+/// Bundles as text.
+pub fn bundles_text(bundles: &[pb::BundleInfo]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<32} {:<9} {:>8} {:>5} {:>5}  UPDATED",
+        "TRUST DOMAIN", "KIND", "SEQUENCE", "X509", "JWT"
+    );
+    for b in bundles {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<9} {:>8} {:>5} {:>5}  {}",
+            b.trust_domain,
+            if b.own { "own" } else { "federated" },
+            b.sequence,
+            b.x509_authorities,
+            b.jwt_authorities,
+            time(b.updated_at)
+        );
+    }
+    out
+}
+
+/// The CA as text.
+pub fn ca_text(c: &pb::CaStatus) -> String {
+    let mut out = String::new();
+    line(&mut out, "Bundle sequence", c.bundle_sequence);
+    for s in &c.slots {
+        out.push('\n');
+        line(&mut out, "Slot", &s.id);
+        line(&mut out, "State", &s.state);
+        line(&mut out, "Subject", &s.subject);
+        line(&mut out, "Key type", &s.key_type);
+        line(&mut out, "Not before", time(s.not_before));
+        line(&mut out, "Not after", time(s.not_after));
+        line(&mut out, "SHA-256", &s.fingerprint_sha256);
+    }
+    out
+}
+
+/// Serializes `value` as pretty JSON with a trailing newline.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}

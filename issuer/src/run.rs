@@ -1,0 +1,333 @@
+//! `signet-issuer run`: start-up, the server tasks and graceful shutdown.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use signet_attestors::x509pop;
+use signet_ca::{CaConfig, CertificateAuthority};
+use signet_issuer::admin::{self, AdminOptions, AdminService};
+use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, unix_secs};
+use signet_issuer::config::{Config, redact_url};
+use signet_issuer::health::{self, Health};
+use signet_issuer::instrumented::InstrumentedStore;
+use signet_issuer::metrics::Metrics;
+use signet_issuer::node::NodeApiOptions;
+use signet_issuer::state::{Issuer, issuer_id};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How often the CA is asked whether a rotation step is due.
+const ROTATION_INTERVAL: Duration = Duration::from_secs(5);
+/// How often spent and expired join tokens are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the entry and agent gauges are refreshed.
+const COUNTS_INTERVAL: Duration = Duration::from_secs(10);
+/// How long start-up waits for the datastore.
+const STORE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the servers to finish in-flight calls.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A shutdown signal every task can await.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    async fn wait(mut self) {
+        // An error means the sender is gone, which also means shutdown.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+fn create_private_dir(dir: &Path, key: &str) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("{key} {}: cannot create directory", dir.display()))?;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("{key} {}: cannot inspect directory", dir.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:04o}", meta.mode() & 0o7777),
+            "{key} is accessible by group or others; 0700 is recommended"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the issuer until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    // One crypto provider for every TLS user in the process; an error only means it is installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    create_private_dir(&config.data_dir, "data_dir")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let url = redact_url(&config.datastore_url);
+    tracing::info!(datastore = %url, "opening datastore");
+    let raw_store = tokio::time::timeout(
+        STORE_OPEN_TIMEOUT,
+        signet_store::open(&config.datastore_url),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "cannot open datastore {url}: no answer within {}s",
+            STORE_OPEN_TIMEOUT.as_secs()
+        )
+    })?
+    .map_err(|e| anyhow!("cannot open datastore {url}: {e}"))?;
+    let store: Arc<dyn signet_store::Store> =
+        Arc::new(InstrumentedStore::new(raw_store, metrics.clone()));
+
+    let journal = store
+        .load_journal(CA_JOURNAL)
+        .await
+        .map_err(|e| anyhow!("cannot load the CA journal from {url}: {e}"))?;
+    let ca = CertificateAuthority::open(
+        CaConfig {
+            trust_domain: config.trust_domain.clone(),
+            key_type: config.ca.key_type,
+            ttl: config.ca.ttl,
+            upstream: config.ca.upstream.clone(),
+            key_dir: config.ca_key_dir(),
+        },
+        journal.as_deref(),
+        SystemTime::now(),
+    )
+    .map_err(|e| anyhow!("cannot open the CA: {e}"))?;
+
+    let issuer = Arc::new(Issuer {
+        trust_domain: config.trust_domain.clone(),
+        store: store.clone(),
+        ca: Arc::new(ca),
+        defaults: config.defaults.clone(),
+        metrics: metrics.clone(),
+        issuer_id: issuer_id(&config.trust_domain)
+            .map_err(|e| anyhow!("issuer ID of {}: {e}", config.trust_domain))?,
+        notifier: Arc::new(signet_issuer::node::notify::RevisionNotifier::new()),
+    });
+    let ca_sync = Arc::new(CaSync::new(issuer.clone(), config.ca.ttl));
+    ca_sync
+        .persist()
+        .await
+        .map_err(|e| anyhow!("cannot save the CA state: {e}"))?;
+    if journal.is_none() {
+        signet_issuer::audit::record(
+            store.as_ref(),
+            "ca.init",
+            "issuer",
+            config.trust_domain.name(),
+            "ok",
+            serde_json::json!({"key_type": config.ca.key_type.to_string(), "upstream": config.ca.upstream.is_some()}),
+        )
+        .await;
+    }
+
+    let health = Arc::new(Health::new(issuer.clone()));
+
+    let node_options = NodeApiOptions {
+        x509pop: match &config.x509pop {
+            None => None,
+            Some(x) => Some(
+                x509pop::ServerConfig::from_pem_file(&x.ca_bundle_path)
+                    .map_err(|e| anyhow!("node_attestors.x509pop.ca_bundle_path: {e}"))?,
+            ),
+        },
+    };
+
+    let node_listener = tokio::net::TcpListener::bind(config.bind_address)
+        .await
+        .with_context(|| format!("bind_address {}: cannot listen", config.bind_address))?;
+    let node_addr = node_listener.local_addr()?;
+    let (admin_listener, server_uid) = admin::bind_socket(&config.admin_socket_path)
+        .map_err(|e| anyhow!("admin_socket_path: {e}"))?;
+    let health_listener = tokio::net::TcpListener::bind(config.health_bind_address)
+        .await
+        .with_context(|| {
+            format!(
+                "health.bind_address {}: cannot listen",
+                config.health_bind_address
+            )
+        })?;
+    let health_addr = health_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = Shutdown(stop_rx);
+    let mut servers: JoinSet<Result<&'static str>> = JoinSet::new();
+
+    {
+        let issuer = issuer.clone();
+        let sd = shutdown.clone();
+        let health = health.clone();
+        health.set_node_api_bound(true);
+        servers.spawn(async move {
+            let result =
+                signet_issuer::node::serve_with(issuer, node_options, node_listener, sd.wait())
+                    .await;
+            health.set_node_api_bound(false);
+            result.map_err(|e| anyhow!("node API: {e:#}"))?;
+            Ok("node API")
+        });
+    }
+    {
+        let service = AdminService::new(
+            issuer.clone(),
+            ca_sync.clone(),
+            health.clone(),
+            AdminOptions {
+                server_uid,
+                ca_ttl: config.ca.ttl,
+            },
+        );
+        let sd = shutdown.clone();
+        servers.spawn(async move {
+            admin::serve(service, admin_listener, sd.wait())
+                .await
+                .map_err(|e| anyhow!("admin API: {e}"))?;
+            Ok("admin API")
+        });
+    }
+    {
+        let router = health::router(health.clone());
+        let sd = shutdown.clone();
+        servers.spawn(async move {
+            axum::serve(health_listener, router)
+                .with_graceful_shutdown(sd.wait())
+                .await
+                .map_err(|e| anyhow!("health server: {e}"))?;
+            Ok("health server")
+        });
+    }
+
+    let mut background = JoinSet::new();
+    background.spawn(rotation_loop(ca_sync.clone(), shutdown.clone()));
+    background.spawn(prune_loop(issuer.clone(), shutdown.clone()));
+    background.spawn(counts_loop(issuer.clone(), shutdown.clone()));
+
+    tracing::info!(
+        trust_domain = %config.trust_domain,
+        node_api = %node_addr,
+        health = %health_addr,
+        admin_socket = %config.admin_socket_path.display(),
+        datastore = %url,
+        x509pop = config.x509pop.is_some(),
+        "issuer ready"
+    );
+
+    let mut failure = None;
+    tokio::select! {
+        sig = wait_for_signal() => {
+            let sig = sig?;
+            tracing::info!(signal = sig, "shutting down");
+        }
+        Some(done) = servers.join_next() => {
+            let e = match done {
+                Ok(Ok(name)) => anyhow!("{name} stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow!("server task failed: {e}"),
+            };
+            tracing::error!(error = %e, "shutting down after a server failure");
+            failure = Some(e);
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(done) = servers.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "servers did not stop within {}s; aborting",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        servers.abort_all();
+    }
+    background.abort_all();
+    let _ = std::fs::remove_file(&config.admin_socket_path);
+    tracing::info!("issuer stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+    }
+}
+
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+async fn rotation_loop(ca_sync: Arc<CaSync>, shutdown: Shutdown) {
+    let mut tick = ticker(ROTATION_INTERVAL);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = ca_sync.rotate_once(SystemTime::now()).await {
+            tracing::error!(error = %e, "CA rotation step failed; retrying");
+        }
+    }
+}
+
+async fn prune_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
+    let mut tick = ticker(PRUNE_INTERVAL);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        match issuer
+            .store
+            .prune_join_tokens(unix_secs(SystemTime::now()))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned expired join tokens"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune join tokens"),
+        }
+    }
+}
+
+async fn counts_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
+    let mut tick = ticker(COUNTS_INTERVAL);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let entries = issuer.store.count_entries().await;
+        let agents = issuer.store.count_agents().await;
+        match (entries, agents) {
+            (Ok(e), Ok(a)) => issuer.metrics.set_counts(e, a),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot count entries and agents")
+            }
+        }
+    }
+}
