@@ -333,3 +333,6 @@ pub struct IssuedX509Svid {
     /// The leaf's notAfter.
     pub not_after: SystemTime,
 }
+
+/// JWT-SVID signing keys (ES256/ES384/RS256), their rotation, and JWT-SVID minting.
+pub mod jwt;

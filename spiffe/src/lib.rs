@@ -15,3 +15,5 @@ pub mod tls;
 pub use bundle::{Bundle, BundleError, JwtAuthority};
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use svid::SvidError;
+/// JWT-SVID verification (JWS with an algorithm allowlist, bundle key lookup, claim rules).
+pub mod jwt;

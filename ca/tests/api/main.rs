@@ -5,6 +5,7 @@
 
 mod common;
 mod csr;
+mod jwt;
 mod openssl;
 mod persistence;
 mod pkilint;

@@ -1,0 +1,306 @@
+//! JWT signing keys: parsing, JWS signatures, public JWKs, thumbprints and key files.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+use zeroize::Zeroizing;
+
+use super::{JwtError, jwt_algorithm};
+use crate::KeyType;
+
+/// A parsed JWT signing key.
+pub(super) enum JwtSigningKey {
+    /// ECDSA P-256 (`ES256`) or P-384 (`ES384`), fixed-size `R || S` signatures.
+    Ecdsa(EcdsaKeyPair),
+    /// RSA 2048 (`RS256`, PKCS#1 v1.5 with SHA-256).
+    Rsa(RsaKeyPair),
+}
+
+impl fmt::Debug for JwtSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JwtSigningKey::Ecdsa(_) => "JwtSigningKey(ECDSA)",
+            JwtSigningKey::Rsa(_) => "JwtSigningKey(RSA)",
+        })
+    }
+}
+
+impl JwtSigningKey {
+    /// Parses an unencrypted PKCS#8 key of `key_type`.
+    pub(super) fn from_pkcs8(der: &[u8], key_type: KeyType) -> Result<Self, String> {
+        match key_type {
+            KeyType::EcP256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map(JwtSigningKey::Ecdsa)
+                .map_err(|_| "not an unencrypted PKCS#8 ECDSA P-256 key".to_owned()),
+            KeyType::EcP384 => EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der)
+                .map(JwtSigningKey::Ecdsa)
+                .map_err(|_| "not an unencrypted PKCS#8 ECDSA P-384 key".to_owned()),
+            KeyType::Rsa2048 => {
+                let kp = RsaKeyPair::from_pkcs8(der)
+                    .map_err(|_| "not an unencrypted PKCS#8 RSA key".to_owned())?;
+                if kp.public_modulus_len() != 256 {
+                    return Err(format!(
+                        "RSA key has {} bits, expected 2048",
+                        kp.public_modulus_len() * 8
+                    ));
+                }
+                Ok(JwtSigningKey::Rsa(kp))
+            }
+        }
+    }
+
+    /// Signs the JWS signing input.
+    pub(super) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JwtError> {
+        match self {
+            JwtSigningKey::Ecdsa(kp) => kp
+                .sign(&SystemRandom::new(), msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| JwtError::Signing),
+            JwtSigningKey::Rsa(kp) => {
+                let mut sig = vec![0; kp.public_modulus_len()];
+                kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
+                    .map_err(|_| JwtError::Signing)?;
+                Ok(sig)
+            }
+        }
+    }
+
+    /// The public JWK: `kty`, the key parameters, `kid` (the RFC 7638 thumbprint) and `alg`.
+    pub(super) fn public_jwk(&self, key_type: KeyType) -> Result<Map<String, Value>, JwtError> {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let mut jwk = Map::new();
+        let thumbprint_input = match self {
+            JwtSigningKey::Ecdsa(kp) => {
+                let point = kp.public_key().as_ref();
+                let crv = match key_type {
+                    KeyType::EcP384 => "P-384",
+                    _ => "P-256",
+                };
+                let len = (point.len().saturating_sub(1)) / 2;
+                if point.first() != Some(&0x04) || point.len() != 1 + 2 * len || len == 0 {
+                    return Err(JwtError::Encoding(
+                        "the EC public key is not an uncompressed point".to_owned(),
+                    ));
+                }
+                let (x, y) = (b64(&point[1..=len]), b64(&point[1 + len..]));
+                let input = ec_thumbprint_input(crv, &x, &y);
+                jwk.insert("kty".to_owned(), Value::from("EC"));
+                jwk.insert("crv".to_owned(), Value::from(crv));
+                jwk.insert("x".to_owned(), Value::from(x));
+                jwk.insert("y".to_owned(), Value::from(y));
+                input
+            }
+            JwtSigningKey::Rsa(kp) => {
+                let der: PublicKeyX509Der<'static> = kp
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| JwtError::Encoding("cannot encode the RSA public key".into()))?;
+                let (n, e) = rsa_components(der.as_ref())?;
+                let (n, e) = (b64(&n), b64(&e));
+                let input = rsa_thumbprint_input(&n, &e);
+                jwk.insert("kty".to_owned(), Value::from("RSA"));
+                jwk.insert("n".to_owned(), Value::from(n));
+                jwk.insert("e".to_owned(), Value::from(e));
+                input
+            }
+        };
+        jwk.insert("kid".to_owned(), Value::from(thumbprint(&thumbprint_input)));
+        jwk.insert(
+            "alg".to_owned(),
+            Value::from(jwt_algorithm(key_type).as_str()),
+        );
+        Ok(jwk)
+    }
+}
+
+/// The RFC 7638 thumbprint input of an EC key: its required members in lexicographic order, no
+/// whitespace (base64url values need no escaping).
+fn ec_thumbprint_input(crv: &str, x: &str, y: &str) -> String {
+    format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#)
+}
+
+/// The RFC 7638 thumbprint input of an RSA key.
+fn rsa_thumbprint_input(n: &str, e: &str) -> String {
+    format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#)
+}
+
+/// The RFC 7638 thumbprint: base64url SHA-256 of the thumbprint input.
+fn thumbprint(input: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// The minimal big-endian modulus and exponent of an RSA SubjectPublicKeyInfo.
+fn rsa_components(spki_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), JwtError> {
+    let bad = || JwtError::Encoding("malformed RSA public key".to_owned());
+    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|_| bad())?;
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => {
+            let strip = |b: &[u8]| {
+                let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+                b[start..].to_vec()
+            };
+            Ok((strip(rsa.modulus), strip(rsa.exponent)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Whether `kid` can be a key ID we wrote (and a safe file name): 1 to 64 base64url characters.
+pub(super) fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Creates `dir` (and parents) with mode 0700, or tightens an existing one to 0700.
+pub(super) fn ensure_key_dir(dir: &Path) -> Result<(), JwtError> {
+    let err = |source| JwtError::KeyDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let meta = fs::metadata(dir).map_err(err)?;
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Path of a key's file.
+pub(super) fn key_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!("{kid}.key"))
+}
+
+/// Writes a key file atomically with mode 0600: a temporary file, fsync, rename, fsync of the
+/// directory.
+pub(super) fn write_key_file(dir: &Path, kid: &str, pkcs8_der: &[u8]) -> Result<(), JwtError> {
+    let path = key_path(dir, kid);
+    let tmp = dir.join(format!(".{kid}.key.tmp"));
+    let err = |source| JwtError::KeyFileWrite {
+        path: path.clone(),
+        source,
+    };
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(pkcs8_der)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Reads and parses a key file.
+pub(super) fn read_key_file(
+    dir: &Path,
+    kid: &str,
+    key_type: KeyType,
+) -> Result<JwtSigningKey, JwtError> {
+    let path = key_path(dir, kid);
+    let bytes = match fs::read(&path) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(JwtError::KeyFileMissing {
+                kid: kid.to_owned(),
+                path,
+            });
+        }
+        Err(source) => return Err(JwtError::KeyFileRead { path, source }),
+    };
+    if let Ok(meta) = fs::metadata(&path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "JWT key file is accessible by group or others; expected mode 0600");
+    }
+    JwtSigningKey::from_pkcs8(&bytes, key_type)
+        .map_err(|reason| JwtError::InvalidKeyFile { path, reason })
+}
+
+/// Deletes a key file; a missing file is not an error.
+pub(super) fn delete_key_file(dir: &Path, kid: &str) {
+    let path = key_path(dir, kid);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired JWT key file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate_key;
+
+    #[test]
+    fn public_jwks_and_thumbprints() {
+        for kt in [KeyType::EcP256, KeyType::EcP384, KeyType::Rsa2048] {
+            let generated = generate_key(kt).unwrap();
+            let key = JwtSigningKey::from_pkcs8(&generated.pkcs8_der, kt).unwrap();
+            let jwk = key.public_jwk(kt).unwrap();
+            let kid = jwk["kid"].as_str().unwrap();
+            assert_eq!(kid.len(), 43);
+            assert!(valid_kid(kid));
+            assert_eq!(jwk["alg"], jwt_algorithm(kt).as_str());
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(!jwk.contains_key(private));
+            }
+            assert!(!format!("{key:?}").contains(&hex::encode(&generated.pkcs8_der[..])));
+        }
+    }
+
+    #[test]
+    fn rfc7638_thumbprint_example() {
+        // RFC 7638 section 3.1: the thumbprint of this RSA key is
+        // NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        assert_eq!(
+            thumbprint(&rsa_thumbprint_input(n, "AQAB")),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn kids() {
+        assert!(valid_kid("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"));
+        for bad in ["", "../x", "a/b", "a.key", "a b", &"a".repeat(65)] {
+            assert!(!valid_kid(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! The JWT key manager: key slots, rotation, journal and JWT-SVID minting.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use signet_spiffe::{Bundle, JwtAuthority, SpiffeId};
+
+use super::keys::{self, JwtSigningKey};
+use super::{
+    IssuedJwtSvid, JwtError, JwtKeyConfig, JwtKeyInfo, JwtRotationOutcome, MIN_JWT_KEY_TTL,
+    RETIRED_KEY_GRACE_SECS, jwt_algorithm,
+};
+use crate::{KeyType, SlotState, generate_key};
+
+const JOURNAL_VERSION: u32 = 1;
+/// Random bytes of a `jti` (128 bits).
+const JTI_BYTES: usize = 16;
+
+fn unix(t: SystemTime) -> Result<i64, JwtError> {
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .ok_or(JwtError::InvalidTime("time is before 1970 or out of range"))
+}
+
+fn system_time(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// What minting needs from one key, prepared once.
+struct Signer {
+    kid: String,
+    key: JwtSigningKey,
+    /// The base64url JOSE header `{"alg":…,"kid":…,"typ":"JWT"}`.
+    header_b64: String,
+    not_after: i64,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    kid: &'a str,
+    typ: &'a str,
+}
+
+impl Signer {
+    fn new(
+        kid: &str,
+        key: JwtSigningKey,
+        key_type: KeyType,
+        not_after: i64,
+    ) -> Result<Self, JwtError> {
+        let header = serde_json::to_vec(&Header {
+            alg: jwt_algorithm(key_type).as_str(),
+            kid,
+            typ: "JWT",
+        })
+        .map_err(|e| JwtError::Encoding(e.to_string()))?;
+        Ok(Signer {
+            kid: kid.to_owned(),
+            key,
+            header_b64: URL_SAFE_NO_PAD.encode(header),
+            not_after,
+        })
+    }
+}
+
+/// `aud`: a string for one audience, an array for several.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    sub: &'a str,
+    aud: Audience<'a>,
+    exp: i64,
+    iat: i64,
+    jti: &'a str,
+}
+
+/// One JWT key generation.
+struct Slot {
+    kid: String,
+    state: SlotState,
+    key_type: KeyType,
+    created_at: i64,
+    not_after: i64,
+    /// The longest token TTL in force while this key could sign (seconds).
+    max_token_ttl: u64,
+    retired_at: Option<i64>,
+    publish_until: Option<i64>,
+    /// The public JWK (`kty`, key parameters, `kid`, `alg`).
+    jwk: Map<String, Value>,
+    /// Loaded for prepared and active keys; retired keys never sign again.
+    signer: Option<Arc<Signer>>,
+}
+
+impl Slot {
+    fn info(&self) -> JwtKeyInfo {
+        JwtKeyInfo {
+            kid: self.kid.clone(),
+            state: self.state,
+            key_type: self.key_type,
+            algorithm: jwt_algorithm(self.key_type),
+            created_at: system_time(self.created_at),
+            not_after: system_time(self.not_after),
+            retired_at: self.retired_at.map(system_time),
+            published_until: self.publish_until.map(system_time),
+        }
+    }
+
+    /// When the next key is prepared: half of this key's lifetime.
+    fn prepare_at(&self) -> i64 {
+        self.created_at + (self.not_after - self.created_at) / 2
+    }
+
+    /// When the next key is activated: five sixths of this key's lifetime.
+    fn activate_at(&self) -> i64 {
+        self.created_at + (self.not_after - self.created_at) / 6 * 5
+    }
+
+    /// Stops signing at `now`; stays published until every token it may have signed expired.
+    fn retire(&mut self, now: i64) {
+        self.state = SlotState::Retired;
+        self.signer = None;
+        self.retired_at = Some(now);
+        let ttl = i64::try_from(self.max_token_ttl).unwrap_or(i64::MAX);
+        self.publish_until = Some(
+            now.saturating_add(ttl)
+                .saturating_add(RETIRED_KEY_GRACE_SECS),
+        );
+    }
+
+    fn authority(&self) -> JwtAuthority {
+        JwtAuthority {
+            key_id: self.kid.clone(),
+            jwk: Value::Object(self.jwk.clone()),
+        }
+    }
+}
+
+struct State {
+    slots: Vec<Slot>,
+    sequence: u64,
+}
+
+impl State {
+    fn active(&self) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.state == SlotState::Active)
+    }
+
+    fn prepared(&self) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.state == SlotState::Prepared)
+    }
+
+    fn published_kids(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.kid.clone()).collect()
+    }
+
+    /// Applies `f`, bumping the sequence when the published keys changed.
+    fn change<R>(&mut self, f: impl FnOnce(&mut State) -> R) -> R {
+        let before = self.published_kids();
+        let r = f(self);
+        if self.published_kids() != before {
+            self.sequence += 1;
+        }
+        r
+    }
+}
+
+/// The journal: everything about the keys except private key material.
+#[derive(Serialize, Deserialize)]
+struct Journal {
+    version: u32,
+    trust_domain: String,
+    sequence: u64,
+    keys: Vec<JournalKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalKey {
+    kid: String,
+    state: SlotState,
+    key_type: KeyType,
+    created_at: i64,
+    not_after: i64,
+    max_token_ttl_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retired_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publish_until: Option<i64>,
+    /// The public JWK.
+    jwk: Map<String, Value>,
+}
+
+/// The issuer's JWT signing keys: up to one prepared, one active and any number of retired keys.
+///
+/// `Send + Sync`; share it as `Arc<JwtKeyManager>`. Minting takes a read lock just long enough to
+/// clone the active signer; rotation generates keys outside the lock.
+pub struct JwtKeyManager {
+    cfg: JwtKeyConfig,
+    state: RwLock<State>,
+    /// Serializes rotation so that two callers never prepare twice.
+    rotation: Mutex<()>,
+}
+
+impl fmt::Debug for JwtKeyManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.read();
+        f.debug_struct("JwtKeyManager")
+            .field("trust_domain", &self.cfg.trust_domain.name())
+            .field("key_type", &self.cfg.key_type)
+            .field(
+                "keys",
+                &st.slots
+                    .iter()
+                    .map(|s| (s.kid.as_str(), s.state))
+                    .collect::<Vec<_>>(),
+            )
+            .field("sequence", &st.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtKeyManager {
+    /// Loads the keys from `journal` (bytes previously returned by
+    /// [`journal_bytes`](Self::journal_bytes)) and their key files from the key directory; with
+    /// no journal, creates and activates the first key. Persist
+    /// [`journal_bytes`](Self::journal_bytes) after opening.
+    ///
+    /// Errors clearly on a corrupt journal, a journal of another trust domain, and missing,
+    /// unreadable or mismatched key files.
+    pub fn open(
+        cfg: JwtKeyConfig,
+        journal: Option<&[u8]>,
+        now: SystemTime,
+    ) -> Result<Self, JwtError> {
+        if cfg.key_ttl < MIN_JWT_KEY_TTL {
+            return Err(JwtError::InvalidKeyTtl);
+        }
+        if cfg.max_token_ttl.as_secs() < 1 {
+            return Err(JwtError::InvalidMaxTokenTtl);
+        }
+        let now_s = unix(now)?;
+        keys::ensure_key_dir(&cfg.key_dir)?;
+        let state = match journal {
+            Some(bytes) => Self::load_journal(&cfg, bytes)?,
+            None => State {
+                slots: Vec::new(),
+                sequence: 0,
+            },
+        };
+        let manager = JwtKeyManager {
+            cfg,
+            state: RwLock::new(state),
+            rotation: Mutex::new(()),
+        };
+        if journal.is_none() {
+            let slot = manager.create_slot(now_s, SlotState::Active)?;
+            manager.write().change(|st| st.slots.push(slot));
+        }
+        Ok(manager)
+    }
+
+    fn load_journal(cfg: &JwtKeyConfig, bytes: &[u8]) -> Result<State, JwtError> {
+        let corrupt = |why: String| JwtError::JournalCorrupt(why);
+        let j: Journal = serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(format!("not a JWT key journal: {e}")))?;
+        if j.version != JOURNAL_VERSION {
+            return Err(corrupt(format!(
+                "unsupported journal version {} (expected {JOURNAL_VERSION})",
+                j.version
+            )));
+        }
+        if j.trust_domain != cfg.trust_domain.name() {
+            return Err(JwtError::JournalTrustDomainMismatch {
+                journal: j.trust_domain,
+                config: cfg.trust_domain.name().to_owned(),
+            });
+        }
+        let count = |s: SlotState| j.keys.iter().filter(|k| k.state == s).count();
+        if count(SlotState::Active) != 1 {
+            return Err(corrupt(format!(
+                "expected exactly one active key, found {}",
+                count(SlotState::Active)
+            )));
+        }
+        if count(SlotState::Prepared) > 1 {
+            return Err(corrupt("more than one prepared key".to_owned()));
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity(j.keys.len());
+        for jk in j.keys {
+            if !keys::valid_kid(&jk.kid) || slots.iter().any(|s| s.kid == jk.kid) {
+                return Err(corrupt(format!("invalid or duplicate key ID {:?}", jk.kid)));
+            }
+            if jk.jwk.get("kid").and_then(Value::as_str) != Some(jk.kid.as_str()) {
+                return Err(corrupt(format!(
+                    "the JWK of key {} has another `kid`",
+                    jk.kid
+                )));
+            }
+            let alg = jwt_algorithm(jk.key_type).as_str();
+            if jk.jwk.get("alg").and_then(Value::as_str) != Some(alg) {
+                return Err(corrupt(format!(
+                    "the JWK of key {} is not marked `alg: {alg}`",
+                    jk.kid
+                )));
+            }
+            if jk.not_after <= jk.created_at {
+                return Err(corrupt(format!("key {} ends before it starts", jk.kid)));
+            }
+            let mut max_token_ttl = jk.max_token_ttl_secs;
+            let signer = match jk.state {
+                SlotState::Retired => {
+                    if jk.retired_at.is_none() || jk.publish_until.is_none() {
+                        return Err(corrupt(format!(
+                            "retired key {} has no retirement time",
+                            jk.kid
+                        )));
+                    }
+                    None
+                }
+                SlotState::Prepared | SlotState::Active => {
+                    let key = keys::read_key_file(&cfg.key_dir, &jk.kid, jk.key_type)?;
+                    if key.public_jwk(jk.key_type)? != jk.jwk {
+                        return Err(JwtError::KeyMismatch { kid: jk.kid });
+                    }
+                    // Tokens minted before a restart may have used a longer maximum: keep the
+                    // largest one ever in force for this key.
+                    max_token_ttl = max_token_ttl.max(cfg.max_token_ttl.as_secs());
+                    Some(Arc::new(Signer::new(
+                        &jk.kid,
+                        key,
+                        jk.key_type,
+                        jk.not_after,
+                    )?))
+                }
+            };
+            slots.push(Slot {
+                kid: jk.kid,
+                state: jk.state,
+                key_type: jk.key_type,
+                created_at: jk.created_at,
+                not_after: jk.not_after,
+                max_token_ttl,
+                retired_at: jk.retired_at,
+                publish_until: jk.publish_until,
+                jwk: jk.jwk,
+                signer,
+            });
+        }
+        // Every public key must be one the bundle encoder accepts (no private parameters, a
+        // valid point or modulus).
+        let mut bundle = Bundle::new(cfg.trust_domain.clone());
+        bundle.jwt_authorities = slots.iter().map(Slot::authority).collect();
+        bundle
+            .to_json()
+            .map_err(|e| corrupt(format!("unusable public key: {e}")))?;
+        Ok(State {
+            slots,
+            sequence: j.sequence,
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates a new key (key file written) without touching the state.
+    fn create_slot(&self, now: i64, state: SlotState) -> Result<Slot, JwtError> {
+        let key_type = self.cfg.key_type;
+        let generated = generate_key(key_type).map_err(|_| JwtError::KeyGeneration(key_type))?;
+        let key = JwtSigningKey::from_pkcs8(&generated.pkcs8_der, key_type)
+            .map_err(|_| JwtError::KeyGeneration(key_type))?;
+        let jwk = key.public_jwk(key_type)?;
+        let kid = jwk
+            .get("kid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| JwtError::Encoding("the JWK has no kid".to_owned()))?
+            .to_owned();
+        let not_after = now.saturating_add(secs_i64(self.cfg.key_ttl));
+        let signer = Signer::new(&kid, key, key_type, not_after)?;
+        // Last step: nothing is written unless everything before succeeded.
+        keys::write_key_file(&self.cfg.key_dir, &kid, &generated.pkcs8_der)?;
+        tracing::info!(kid = %kid, state = %state, key_type = %key_type, "created JWT key");
+        Ok(Slot {
+            kid,
+            state,
+            key_type,
+            created_at: now,
+            not_after,
+            max_token_ttl: self.cfg.max_token_ttl.as_secs(),
+            retired_at: None,
+            publish_until: None,
+            jwk,
+            signer: Some(Arc::new(signer)),
+        })
+    }
+
+    /// Serialized journal (JSON): key IDs, states, times and public JWKs, and the sequence. It
+    /// never contains private key material. Persist it whenever rotation changed something.
+    pub fn journal_bytes(&self) -> Result<Vec<u8>, JwtError> {
+        let st = self.read();
+        let j = Journal {
+            version: JOURNAL_VERSION,
+            trust_domain: self.cfg.trust_domain.name().to_owned(),
+            sequence: st.sequence,
+            keys: st
+                .slots
+                .iter()
+                .map(|s| JournalKey {
+                    kid: s.kid.clone(),
+                    state: s.state,
+                    key_type: s.key_type,
+                    created_at: s.created_at,
+                    not_after: s.not_after,
+                    max_token_ttl_secs: s.max_token_ttl,
+                    retired_at: s.retired_at,
+                    publish_until: s.publish_until,
+                    jwk: s.jwk.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec_pretty(&j).map_err(|e| JwtError::Encoding(e.to_string()))
+    }
+
+    /// Automatic rotation, at most one step per call (call it every few seconds; it is
+    /// idempotent):
+    ///
+    /// 1. the active key reached the end of its lifetime: activate the prepared key if there is
+    ///    one still within its own, otherwise create and activate a new one at once (only after a
+    ///    long outage: verifiers learn that key only at their next bundle refresh);
+    /// 2. at 5/6 of the active key's lifetime, activate the prepared key;
+    /// 3. at 1/2, prepare the next key (published in [`authorities`](Self::authorities) at once,
+    ///    long before it signs anything);
+    /// 4. drop retired keys whose tokens have all expired (and delete their key files).
+    ///
+    /// The caller persists [`journal_bytes`](Self::journal_bytes) whenever the outcome is not
+    /// [`JwtRotationOutcome::Unchanged`].
+    pub fn rotate_if_due(&self, now: SystemTime) -> Result<JwtRotationOutcome, JwtError> {
+        let now_s = unix(now)?;
+        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
+        enum Step {
+            Emergency,
+            Activate,
+            Prepare,
+            Prune,
+            Nothing,
+        }
+        let step = {
+            let st = self.read();
+            match st.active() {
+                None => Step::Emergency,
+                Some(active) if now_s >= active.not_after => match st.prepared() {
+                    Some(p) if now_s < p.not_after => Step::Activate,
+                    _ => Step::Emergency,
+                },
+                Some(active) => match st.prepared() {
+                    Some(_) if now_s >= active.activate_at() => Step::Activate,
+                    None if now_s >= active.prepare_at() => Step::Prepare,
+                    _ if st.slots.iter().any(|s| prunable(s, now_s)) => Step::Prune,
+                    _ => Step::Nothing,
+                },
+            }
+        };
+        match step {
+            Step::Nothing => Ok(JwtRotationOutcome::Unchanged),
+            Step::Activate => self
+                .activate_locked(now_s)
+                .map(JwtRotationOutcome::Activated),
+            Step::Prepare => self.prepare_locked(now_s).map(JwtRotationOutcome::Prepared),
+            Step::Prune => {
+                let pruned: Vec<String> = self.write().change(|st| {
+                    let (gone, keep): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut st.slots)
+                        .into_iter()
+                        .partition(|s| prunable(s, now_s));
+                    st.slots = keep;
+                    gone.into_iter().map(|s| s.kid).collect()
+                });
+                for kid in &pruned {
+                    keys::delete_key_file(&self.cfg.key_dir, kid);
+                    tracing::info!(kid = %kid, "pruned retired JWT key");
+                }
+                Ok(JwtRotationOutcome::Pruned(pruned))
+            }
+            Step::Emergency => {
+                let slot = self.create_slot(now_s, SlotState::Active)?;
+                let info = slot.info();
+                let dropped = self.write().change(|st| {
+                    let mut dropped = Vec::new();
+                    st.slots.retain(|s| {
+                        let expired_prepared =
+                            s.state == SlotState::Prepared && now_s >= s.not_after;
+                        if expired_prepared {
+                            dropped.push(s.kid.clone());
+                        }
+                        !expired_prepared
+                    });
+                    for s in &mut st.slots {
+                        if s.state == SlotState::Active {
+                            s.retire(now_s);
+                        }
+                    }
+                    st.slots.push(slot);
+                    dropped
+                });
+                for kid in &dropped {
+                    keys::delete_key_file(&self.cfg.key_dir, kid);
+                }
+                tracing::warn!(kid = %info.kid, "active JWT key had reached its end of life; activated a new key at once");
+                Ok(JwtRotationOutcome::Activated(info))
+            }
+        }
+    }
+
+    /// Prepares the next key now: it is published in [`authorities`](Self::authorities) at once
+    /// and signs nothing until activated. An already prepared key is replaced.
+    pub fn prepare(&self, now: SystemTime) -> Result<JwtKeyInfo, JwtError> {
+        let now_s = unix(now)?;
+        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
+        self.prepare_locked(now_s)
+    }
+
+    fn prepare_locked(&self, now_s: i64) -> Result<JwtKeyInfo, JwtError> {
+        let slot = self.create_slot(now_s, SlotState::Prepared)?;
+        let info = slot.info();
+        let replaced = self.write().change(|st| {
+            let replaced: Vec<String> = st
+                .slots
+                .iter()
+                .filter(|s| s.state == SlotState::Prepared)
+                .map(|s| s.kid.clone())
+                .collect();
+            st.slots.retain(|s| s.state != SlotState::Prepared);
+            st.slots.push(slot);
+            replaced
+        });
+        for kid in &replaced {
+            keys::delete_key_file(&self.cfg.key_dir, kid);
+            tracing::info!(kid = %kid, "replaced prepared JWT key");
+        }
+        tracing::info!(kid = %info.kid, "prepared JWT key (published, not signing yet)");
+        Ok(info)
+    }
+
+    /// Activates the prepared key now; the active one is retired and stays published until every
+    /// token it may have signed expired. Errors if nothing is prepared. (Activating a key that
+    /// verifiers have not fetched yet makes its tokens fail until they refresh their bundle.)
+    pub fn activate(&self, now: SystemTime) -> Result<JwtKeyInfo, JwtError> {
+        let now_s = unix(now)?;
+        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
+        self.activate_locked(now_s)
+    }
+
+    fn activate_locked(&self, now_s: i64) -> Result<JwtKeyInfo, JwtError> {
+        let mut st = self.write();
+        let Some(prepared) = st.prepared() else {
+            return Err(JwtError::NoPreparedKey);
+        };
+        if now_s >= prepared.not_after {
+            return Err(JwtError::KeyExpired {
+                kid: prepared.kid.clone(),
+                not_after: prepared.not_after,
+            });
+        }
+        let info = st.change(|st| {
+            let mut info = None;
+            for s in &mut st.slots {
+                match s.state {
+                    SlotState::Active => s.retire(now_s),
+                    SlotState::Prepared => {
+                        s.state = SlotState::Active;
+                        info = Some(s.info());
+                    }
+                    SlotState::Retired => {}
+                }
+            }
+            info
+        });
+        drop(st);
+        let info = info.ok_or(JwtError::NoPreparedKey)?;
+        tracing::info!(kid = %info.kid, "activated JWT key");
+        Ok(info)
+    }
+
+    /// All keys, oldest first.
+    pub fn keys(&self) -> Vec<JwtKeyInfo> {
+        self.read().slots.iter().map(Slot::info).collect()
+    }
+
+    /// The JWT authorities to publish in the trust bundle (prepared, active and retired keys
+    /// until pruned), oldest first. Each JWK carries `kty`, its key parameters, `kid` and `alg`;
+    /// [`Bundle::to_json`] adds `use: "jwt-svid"`.
+    pub fn authorities(&self) -> Vec<JwtAuthority> {
+        self.read().slots.iter().map(Slot::authority).collect()
+    }
+
+    /// Increases whenever [`authorities`](Self::authorities) changes. The issuer combines it with
+    /// the CA's bundle sequence into the bundle's `spiffe_sequence`.
+    pub fn sequence(&self) -> u64 {
+        self.read().sequence
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &JwtKeyConfig {
+        &self.cfg
+    }
+
+    fn active_signer(&self) -> Result<Arc<Signer>, JwtError> {
+        self.read()
+            .active()
+            .and_then(|s| s.signer.clone())
+            .ok_or(JwtError::NoActiveKey)
+    }
+
+    /// Mints a JWT-SVID for `spiffe_id` (in the trust domain, with a path) with the active key.
+    ///
+    /// `audience` must be non-empty (each entry non-empty); one audience is written as a string,
+    /// several as an array. `exp` is exactly `now + ttl` (whole seconds), `iat` is `now`; the TTL
+    /// must be between one second and `max_token_ttl`. `iss` is written when `issuer` is given.
+    pub fn mint_jwt_svid(
+        &self,
+        spiffe_id: &SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        now: SystemTime,
+        issuer: Option<&str>,
+    ) -> Result<IssuedJwtSvid, JwtError> {
+        if !spiffe_id.is_member_of(&self.cfg.trust_domain) {
+            return Err(JwtError::WrongTrustDomain {
+                spiffe_id: spiffe_id.to_string(),
+                trust_domain: self.cfg.trust_domain.name().to_owned(),
+            });
+        }
+        if spiffe_id.path().is_empty() {
+            return Err(JwtError::IdWithoutPath(spiffe_id.to_string()));
+        }
+        let aud = match audience {
+            [] => return Err(JwtError::NoAudience),
+            _ if audience.iter().any(String::is_empty) => return Err(JwtError::EmptyAudience),
+            [one] => Audience::One(one),
+            many => Audience::Many(many),
+        };
+        if issuer == Some("") {
+            return Err(JwtError::EmptyIssuer);
+        }
+        let ttl = ttl.as_secs();
+        if ttl == 0 {
+            return Err(JwtError::InvalidTokenTtl);
+        }
+        let max = self.cfg.max_token_ttl.as_secs();
+        if ttl > max {
+            return Err(JwtError::TokenTtlTooLong {
+                requested: ttl,
+                max,
+            });
+        }
+        let now_s = unix(now)?;
+        let signer = self.active_signer()?;
+        if now_s >= signer.not_after {
+            return Err(JwtError::KeyExpired {
+                kid: signer.kid.clone(),
+                not_after: signer.not_after,
+            });
+        }
+        let exp = now_s.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let mut jti_bytes = [0u8; JTI_BYTES];
+        SystemRandom::new()
+            .fill(&mut jti_bytes)
+            .map_err(|_| JwtError::Random)?;
+        let jti = URL_SAFE_NO_PAD.encode(jti_bytes);
+        let sub = spiffe_id.to_string();
+        let claims = serde_json::to_vec(&Claims {
+            iss: issuer,
+            sub: &sub,
+            aud,
+            exp,
+            iat: now_s,
+            jti: &jti,
+        })
+        .map_err(|e| JwtError::Encoding(e.to_string()))?;
+        let mut token = String::with_capacity(signer.header_b64.len() + claims.len() * 4 / 3 + 180);
+        token.push_str(&signer.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = signer.key.sign(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(IssuedJwtSvid {
+            token,
+            expiry: system_time(exp),
+            issued_at: system_time(now_s),
+            key_id: signer.kid.clone(),
+            jti,
+        })
+    }
+}
+
+fn prunable(slot: &Slot, now_s: i64) -> bool {
+    slot.state == SlotState::Retired && slot.publish_until.is_some_and(|until| now_s >= until)
+}
