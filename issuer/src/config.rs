@@ -34,6 +34,10 @@ pub const DEFAULT_AGENT_TTL: Duration = Duration::from_secs(3600);
 pub const MIN_CA_TTL: Duration = Duration::from_secs(60);
 /// Longest accepted CA lifetime (10 years).
 pub const MAX_CA_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Default `[bundle_endpoint] bind_address`.
+pub const DEFAULT_BUNDLE_ENDPOINT_BIND_ADDRESS: &str = "127.0.0.1:8443";
+/// Longest accepted `[bundle_endpoint] refresh_hint`.
+pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(24 * 3600);
 /// Longest accepted JWT-SVID TTL (default and per entry).
 pub const MAX_JWT_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -104,6 +108,65 @@ pub struct Config {
     pub health_bind_address: SocketAddr,
     /// x509pop node attestation, when configured.
     pub x509pop: Option<X509PopSettings>,
+    /// `jwt_issuer`: the `iss` claim of JWT-SVIDs and the `issuer` of the OIDC discovery document.
+    pub jwt_issuer: Option<String>,
+    /// The bundle endpoint, when `[bundle_endpoint]` is present.
+    pub bundle_endpoint: Option<BundleEndpointSettings>,
+    /// Federation relationships of the config file (`[[federation]]`).
+    pub federation: Vec<FederationSettings>,
+    /// JWT-SVID signing keys (`[jwt]`).
+    pub jwt: JwtSettings,
+}
+
+/// The `[jwt]` table, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// Key type of new JWT signing keys (ES256, ES384 or RS256 tokens).
+    pub key_type: KeyType,
+    /// Lifetime of each key (the next is prepared at 1/2, activated at 5/6).
+    pub key_ttl: Duration,
+}
+
+/// How the bundle endpoint authenticates itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointTlsSettings {
+    /// `https_spiffe`: the issuer's own X509-SVID (`spiffe://<td>/signet/issuer`), renewed in place.
+    HttpsSpiffe,
+    /// `https_web`: a certificate and key from files, reloaded when they change or on SIGHUP.
+    HttpsWeb {
+        /// PEM certificate chain, leaf first.
+        certificate_path: PathBuf,
+        /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+        private_key_path: PathBuf,
+    },
+}
+
+/// The `[bundle_endpoint]` table, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleEndpointSettings {
+    /// Address of the HTTPS listener.
+    pub bind_address: SocketAddr,
+    /// The TLS profile.
+    pub tls: EndpointTlsSettings,
+    /// `spiffe_refresh_hint` of the own bundle; `None` = derived from the CA TTL.
+    pub refresh_hint: Option<Duration>,
+}
+
+/// One `[[federation]]` table, validated (files are read at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationSettings {
+    /// The federated trust domain.
+    pub trust_domain: TrustDomain,
+    /// URL of its bundle endpoint.
+    pub bundle_endpoint_url: crate::federation::EndpointUrl,
+    /// `https_web` or `https_spiffe`.
+    pub profile: String,
+    /// `https_spiffe`: the ID the endpoint presents.
+    pub endpoint_spiffe_id: Option<signet_spiffe::SpiffeId>,
+    /// Bootstrap bundle (SPIFFE JSON or PEM), used when no bundle of the trust domain is stored.
+    pub bundle_path: Option<PathBuf>,
+    /// `https_web`: PEM roots to trust instead of the system roots.
+    pub ca_bundle_path: Option<PathBuf>,
 }
 
 /// The `[ca]` table, validated.
@@ -143,6 +206,40 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     node_attestors: RawNodeAttestors,
+    jwt_issuer: Option<String>,
+    #[serde(default)]
+    jwt: RawJwt,
+    bundle_endpoint: Option<RawBundleEndpoint>,
+    #[serde(default)]
+    federation: Vec<RawFederation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    key_type: Option<String>,
+    key_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBundleEndpoint {
+    bind_address: Option<String>,
+    profile: Option<String>,
+    certificate_path: Option<PathBuf>,
+    private_key_path: Option<PathBuf>,
+    refresh_hint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    trust_domain: Option<String>,
+    bundle_endpoint_url: Option<String>,
+    profile: Option<String>,
+    endpoint_spiffe_id: Option<String>,
+    bundle_path: Option<PathBuf>,
+    ca_bundle_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,6 +522,56 @@ impl Config {
             }
         };
 
+        let jwt_issuer = match raw.jwt_issuer {
+            None => None,
+            Some(v) => Some(validate_jwt_issuer(&v).map_err(|m| invalid("jwt_issuer", m))?),
+        };
+
+        let jwt = JwtSettings {
+            key_type: match raw.jwt.key_type.as_deref() {
+                None => KeyType::default(),
+                Some(s) => s.parse::<KeyType>().map_err(|_| {
+                    invalid(
+                        "jwt.key_type",
+                        format!("expected one of ec-p256, ec-p384, rsa-2048, got {s:?}"),
+                    )
+                })?,
+            },
+            key_ttl: duration_key(
+                "jwt.key_ttl",
+                raw.jwt.key_ttl.as_deref(),
+                signet_ca::jwt::DEFAULT_JWT_KEY_TTL,
+                signet_ca::jwt::MIN_JWT_KEY_TTL,
+                MAX_CA_TTL,
+            )?,
+        };
+
+        let bundle_endpoint = match raw.bundle_endpoint {
+            None => None,
+            Some(b) => Some(bundle_endpoint_settings(
+                b,
+                &[
+                    ("bind_address", bind_address),
+                    ("health.bind_address", health_bind_address),
+                ],
+            )?),
+        };
+
+        let mut federation: Vec<FederationSettings> = Vec::with_capacity(raw.federation.len());
+        for (i, f) in raw.federation.into_iter().enumerate() {
+            let f = federation_settings(i, f, &trust_domain)?;
+            if federation.iter().any(|o| o.trust_domain == f.trust_domain) {
+                return Err(invalid(
+                    "federation.trust_domain",
+                    format!(
+                        "[[federation]] {i}: {} appears twice (one relationship per trust domain)",
+                        f.trust_domain
+                    ),
+                ));
+            }
+            federation.push(f);
+        }
+
         Ok(Config {
             trust_domain,
             data_dir,
@@ -445,13 +592,216 @@ impl Config {
             },
             health_bind_address,
             x509pop,
+            jwt_issuer,
+            bundle_endpoint,
+            federation,
+            jwt,
         })
+    }
+
+    /// Directory of the JWT signing keys: `<data_dir>/jwt`.
+    pub fn jwt_key_dir(&self) -> PathBuf {
+        self.data_dir.join("jwt")
     }
 
     /// Directory of the CA keys: `<data_dir>/ca`.
     pub fn ca_key_dir(&self) -> PathBuf {
         self.data_dir.join("ca")
     }
+}
+
+/// Checks `jwt_issuer`: an `https://` URL without query or fragment (OIDC issuer rules). A
+/// trailing `/` is removed.
+fn validate_jwt_issuer(v: &str) -> Result<String, String> {
+    let Some(rest) = v.strip_prefix("https://") else {
+        return Err(format!(
+            "{v:?} must be an https:// URL (e.g. https://oidc.example.org): OIDC clients require it"
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{v:?} has no host"));
+    }
+    if v.contains('?') || v.contains('#') {
+        return Err(format!("{v:?} must not have a query or a fragment"));
+    }
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{v:?} must not contain spaces or control characters"
+        ));
+    }
+    let _: axum::http::Uri = v.parse().map_err(|e| format!("{v:?} is not a URL: {e}"))?;
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+fn bundle_endpoint_settings(
+    b: RawBundleEndpoint,
+    taken: &[(&str, SocketAddr)],
+) -> Result<BundleEndpointSettings, ConfigError> {
+    let bind_address = socket_addr_key(
+        "bundle_endpoint.bind_address",
+        b.bind_address.as_deref(),
+        DEFAULT_BUNDLE_ENDPOINT_BIND_ADDRESS,
+    )?;
+    for (key, addr) in taken {
+        if *addr == bind_address && bind_address.port() != 0 {
+            return Err(invalid(
+                "bundle_endpoint.bind_address",
+                format!("{bind_address} is also {key}"),
+            ));
+        }
+    }
+    let tls = match b.profile.as_deref() {
+        Some("https_spiffe") => {
+            if b.certificate_path.is_some() || b.private_key_path.is_some() {
+                return Err(invalid(
+                    "bundle_endpoint.certificate_path",
+                    "certificate_path and private_key_path are only used with profile = \"https_web\"",
+                ));
+            }
+            EndpointTlsSettings::HttpsSpiffe
+        }
+        Some("https_web") => {
+            let cert = b.certificate_path.ok_or_else(|| {
+                invalid(
+                    "bundle_endpoint.certificate_path",
+                    "is required with profile = \"https_web\"",
+                )
+            })?;
+            let key = b.private_key_path.ok_or_else(|| {
+                invalid(
+                    "bundle_endpoint.private_key_path",
+                    "is required with profile = \"https_web\"",
+                )
+            })?;
+            EndpointTlsSettings::HttpsWeb {
+                certificate_path: absolute_path_key("bundle_endpoint.certificate_path", cert)?,
+                private_key_path: absolute_path_key("bundle_endpoint.private_key_path", key)?,
+            }
+        }
+        Some(other) => {
+            return Err(invalid(
+                "bundle_endpoint.profile",
+                format!("expected one of https_spiffe, https_web, got {other:?}"),
+            ));
+        }
+        None => {
+            return Err(invalid(
+                "bundle_endpoint.profile",
+                "is required: \"https_spiffe\" (the issuer's own SVID) or \"https_web\" (certificate_path and private_key_path)",
+            ));
+        }
+    };
+    let refresh_hint = match b.refresh_hint.as_deref() {
+        None => None,
+        Some(v) => Some(duration_key(
+            "bundle_endpoint.refresh_hint",
+            Some(v),
+            Duration::ZERO,
+            Duration::from_secs(1),
+            MAX_REFRESH_HINT,
+        )?),
+    };
+    Ok(BundleEndpointSettings {
+        bind_address,
+        tls,
+        refresh_hint,
+    })
+}
+
+fn federation_settings(
+    i: usize,
+    f: RawFederation,
+    own: &TrustDomain,
+) -> Result<FederationSettings, ConfigError> {
+    let td = f.trust_domain.ok_or_else(|| {
+        invalid(
+            "federation.trust_domain",
+            format!("[[federation]] {i}: is required"),
+        )
+    })?;
+    let trust_domain =
+        TrustDomain::new(td.strip_prefix("spiffe://").unwrap_or(&td)).map_err(|e| {
+            invalid(
+                "federation.trust_domain",
+                format!("[[federation]] {i}: {td:?}: {e}"),
+            )
+        })?;
+    let at = format!("[[federation]] {i} ({trust_domain})");
+    if &trust_domain == own {
+        return Err(invalid(
+            "federation.trust_domain",
+            format!("{at}: is the issuer's own trust domain"),
+        ));
+    }
+    let url = f.bundle_endpoint_url.ok_or_else(|| {
+        invalid(
+            "federation.bundle_endpoint_url",
+            format!("{at}: is required"),
+        )
+    })?;
+    let bundle_endpoint_url = crate::federation::EndpointUrl::parse(&url)
+        .map_err(|e| invalid("federation.bundle_endpoint_url", format!("{at}: {e}")))?;
+    let profile = f.profile.ok_or_else(|| {
+        invalid(
+            "federation.profile",
+            format!("{at}: is required (https_web or https_spiffe)"),
+        )
+    })?;
+    let endpoint_spiffe_id = match profile.as_str() {
+        crate::federation::PROFILE_HTTPS_SPIFFE => {
+            if f.ca_bundle_path.is_some() {
+                return Err(invalid(
+                    "federation.ca_bundle_path",
+                    format!("{at}: is only used with profile https_web"),
+                ));
+            }
+            let v = f.endpoint_spiffe_id.ok_or_else(|| {
+                invalid(
+                    "federation.endpoint_spiffe_id",
+                    format!("{at}: is required with profile https_spiffe (e.g. spiffe://{trust_domain}/signet/issuer)"),
+                )
+            })?;
+            let id = signet_spiffe::SpiffeId::parse(&v).map_err(|e| {
+                invalid("federation.endpoint_spiffe_id", format!("{at}: {v:?}: {e}"))
+            })?;
+            if !id.is_member_of(&trust_domain) {
+                return Err(invalid(
+                    "federation.endpoint_spiffe_id",
+                    format!("{at}: {id} is not in trust domain {trust_domain}"),
+                ));
+            }
+            Some(id)
+        }
+        crate::federation::PROFILE_HTTPS_WEB => {
+            if f.endpoint_spiffe_id.is_some() {
+                return Err(invalid(
+                    "federation.endpoint_spiffe_id",
+                    format!("{at}: is only used with profile https_spiffe"),
+                ));
+            }
+            None
+        }
+        other => {
+            return Err(invalid(
+                "federation.profile",
+                format!("{at}: expected one of https_web, https_spiffe, got {other:?}"),
+            ));
+        }
+    };
+    Ok(FederationSettings {
+        trust_domain,
+        bundle_endpoint_url,
+        profile,
+        endpoint_spiffe_id,
+        bundle_path: f
+            .bundle_path
+            .map(|p| absolute_path_key("federation.bundle_path", p))
+            .transpose()?,
+        ca_bundle_path: f
+            .ca_bundle_path
+            .map(|p| absolute_path_key("federation.ca_bundle_path", p))
+            .transpose()?,
+    })
 }
 
 fn validate_log_level(level: &str) -> Result<(), String> {
@@ -576,6 +926,15 @@ mod tests {
         assert_eq!(c.defaults.jwt_svid_ttl, Duration::from_secs(300));
         assert_eq!(c.defaults.agent_ttl, Duration::from_secs(3600));
         assert!(c.x509pop.is_none());
+        assert!(c.jwt_issuer.is_none());
+        assert!(c.bundle_endpoint.is_none());
+        assert!(c.federation.is_empty());
+        assert_eq!(c.jwt.key_type, KeyType::EcP256);
+        assert_eq!(c.jwt.key_ttl, signet_ca::jwt::DEFAULT_JWT_KEY_TTL);
+        assert_eq!(
+            c.jwt_key_dir(),
+            PathBuf::from("/tmp/signet-issuer/data/jwt")
+        );
         assert_eq!(c.ca_key_dir(), PathBuf::from("/tmp/signet-issuer/data/ca"));
     }
 
@@ -651,6 +1010,8 @@ ca_bundle_path = "/etc/signet/agents-ca.pem"
             "health",
             "node_attestors",
             "node_attestors.x509pop",
+            "bundle_endpoint",
+            "jwt",
         ] {
             let e = err(&format!("{MIN}[{table}]\nbogus_key = 1\n"));
             assert!(e.contains("unknown field `bogus_key`"), "{table}: {e}");
@@ -822,6 +1183,221 @@ ca_bundle_path = "/etc/signet/agents-ca.pem"
         let e = err(&format!("{MIN}[node_attestors.x509pop]\n"));
         assert!(
             e.starts_with("invalid config: node_attestors.x509pop.ca_bundle_path: is required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bundle_endpoint_and_federation_are_parsed() {
+        let c = Config::from_toml(
+            r#"
+trust_domain = "example.org"
+jwt_issuer = "https://oidc.example.org/"
+[bundle_endpoint]
+bind_address = "0.0.0.0:9443"
+profile = "https_web"
+certificate_path = "/etc/signet/web.pem"
+private_key_path = "/etc/signet/web.key"
+refresh_hint = "1m"
+[[federation]]
+trust_domain = "partner.org"
+bundle_endpoint_url = "https://partner.org:8443/"
+profile = "https_spiffe"
+endpoint_spiffe_id = "spiffe://partner.org/signet/issuer"
+bundle_path = "/etc/signet/partner.json"
+[[federation]]
+trust_domain = "spiffe://web.org"
+bundle_endpoint_url = "https://bundles.web.org/td"
+profile = "https_web"
+ca_bundle_path = "/etc/signet/web-roots.pem"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://oidc.example.org"));
+        let b = c.bundle_endpoint.unwrap();
+        assert_eq!(b.bind_address.to_string(), "0.0.0.0:9443");
+        assert_eq!(b.refresh_hint, Some(Duration::from_secs(60)));
+        assert_eq!(
+            b.tls,
+            EndpointTlsSettings::HttpsWeb {
+                certificate_path: "/etc/signet/web.pem".into(),
+                private_key_path: "/etc/signet/web.key".into(),
+            }
+        );
+        assert_eq!(c.federation.len(), 2);
+        let p = &c.federation[0];
+        assert_eq!(p.trust_domain.name(), "partner.org");
+        assert_eq!(p.profile, "https_spiffe");
+        assert_eq!(
+            p.endpoint_spiffe_id.as_ref().unwrap().to_string(),
+            "spiffe://partner.org/signet/issuer"
+        );
+        assert_eq!(p.bundle_path, Some("/etc/signet/partner.json".into()));
+        let w = &c.federation[1];
+        assert_eq!(w.trust_domain.name(), "web.org");
+        assert_eq!(w.bundle_endpoint_url.path_and_query(), "/td");
+        assert_eq!(w.ca_bundle_path, Some("/etc/signet/web-roots.pem".into()));
+
+        let c = Config::from_toml(&format!(
+            "{MIN}[bundle_endpoint]\nprofile = \"https_spiffe\"\n"
+        ))
+        .unwrap();
+        let b = c.bundle_endpoint.unwrap();
+        assert_eq!(
+            b.bind_address.to_string(),
+            DEFAULT_BUNDLE_ENDPOINT_BIND_ADDRESS
+        );
+        assert_eq!(b.tls, EndpointTlsSettings::HttpsSpiffe);
+        assert_eq!(b.refresh_hint, None);
+    }
+
+    #[test]
+    fn bad_bundle_endpoint_settings() {
+        let be = |body: &str| err(&format!("{MIN}[bundle_endpoint]\n{body}"));
+        assert!(
+            be("").starts_with("invalid config: bundle_endpoint.profile: is required"),
+            "{}",
+            be("")
+        );
+        assert_eq!(
+            be("profile = \"http\"\n"),
+            "invalid config: bundle_endpoint.profile: expected one of https_spiffe, https_web, got \"http\""
+        );
+        let e = be("profile = \"https_web\"\nprivate_key_path = \"/k\"\n");
+        assert!(
+            e.starts_with("invalid config: bundle_endpoint.certificate_path: is required"),
+            "{e}"
+        );
+        let e = be("profile = \"https_web\"\ncertificate_path = \"/c\"\n");
+        assert!(
+            e.starts_with("invalid config: bundle_endpoint.private_key_path: is required"),
+            "{e}"
+        );
+        let e = be(
+            "profile = \"https_web\"\ncertificate_path = \"c.pem\"\nprivate_key_path = \"/k\"\n",
+        );
+        assert!(
+            e.contains("bundle_endpoint.certificate_path: \"c.pem\" must be an absolute path"),
+            "{e}"
+        );
+        let e = be("profile = \"https_spiffe\"\ncertificate_path = \"/c\"\n");
+        assert!(
+            e.contains("are only used with profile = \"https_web\""),
+            "{e}"
+        );
+        let e = be("profile = \"https_spiffe\"\nrefresh_hint = \"2d\"\n");
+        assert!(
+            e.starts_with("invalid config: bundle_endpoint.refresh_hint: \"2d\" is out of range"),
+            "{e}"
+        );
+        let e = be("profile = \"https_spiffe\"\nbind_address = \"127.0.0.1:8081\"\n");
+        assert!(
+            e.contains("bundle_endpoint.bind_address: 127.0.0.1:8081 is also bind_address"),
+            "{e}"
+        );
+        let e = be("profile = \"https_spiffe\"\nbind_address = \"nowhere\"\n");
+        assert!(
+            e.starts_with("invalid config: bundle_endpoint.bind_address:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn jwt_keys() {
+        let c = Config::from_toml(&format!(
+            "{MIN}[jwt]\nkey_type = \"ec-p384\"\nkey_ttl = \"2h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.jwt.key_type, KeyType::EcP384);
+        assert_eq!(c.jwt.key_ttl, Duration::from_secs(7200));
+        let e = err(&format!("{MIN}[jwt]\nkey_type = \"hs256\"\n"));
+        assert!(
+            e.starts_with("invalid config: jwt.key_type: expected one of"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[jwt]\nkey_ttl = \"1s\"\n"));
+        assert!(
+            e.starts_with("invalid config: jwt.key_ttl: \"1s\" is out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_jwt_issuer() {
+        for (v, why) in [
+            ("http://oidc.example.org", "must be an https:// URL"),
+            ("https://", "has no host"),
+            (
+                "https://oidc.example.org/?a=b",
+                "must not have a query or a fragment",
+            ),
+            ("https://oidc example.org", "must not contain spaces"),
+        ] {
+            let e = err(&format!("{MIN}jwt_issuer = \"{v}\"\n"));
+            assert!(
+                e.starts_with("invalid config: jwt_issuer:") && e.contains(why),
+                "{v}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_federation_tables() {
+        let fed = |body: &str| err(&format!("{MIN}[[federation]]\n{body}"));
+        let spiffe = "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://p.org/\"\nprofile = \"https_spiffe\"\n";
+        let e = fed("bundle_endpoint_url = \"https://p.org/\"\n");
+        assert_eq!(
+            e,
+            "invalid config: federation.trust_domain: [[federation]] 0: is required"
+        );
+        let e = fed("trust_domain = \"example.org\"\n");
+        assert!(e.contains("federation.trust_domain: [[federation]] 0 (example.org): is the issuer's own trust domain"), "{e}");
+        let e = fed("trust_domain = \"partner.org\"\n");
+        assert!(
+            e.contains(
+                "federation.bundle_endpoint_url: [[federation]] 0 (partner.org): is required"
+            ),
+            "{e}"
+        );
+        let e = fed(
+            "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"http://p.org/\"\nprofile = \"https_web\"\n",
+        );
+        assert!(e.contains("federation.bundle_endpoint_url: [[federation]] 0 (partner.org): bundle endpoint URL \"http://p.org/\": scheme"), "{e}");
+        let e = fed("trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://p.org/\"\n");
+        assert!(
+            e.contains("federation.profile: [[federation]] 0 (partner.org): is required"),
+            "{e}"
+        );
+        let e = fed(spiffe);
+        assert!(e.contains("federation.endpoint_spiffe_id: [[federation]] 0 (partner.org): is required with profile https_spiffe"), "{e}");
+        let e = fed(&format!(
+            "{spiffe}endpoint_spiffe_id = \"spiffe://other.org/x\"\n"
+        ));
+        assert!(
+            e.contains("spiffe://other.org/x is not in trust domain partner.org"),
+            "{e}"
+        );
+        let e = fed(&format!(
+            "{spiffe}endpoint_spiffe_id = \"spiffe://partner.org/x\"\nca_bundle_path = \"/r.pem\"\n"
+        ));
+        assert!(e.contains("federation.ca_bundle_path: [[federation]] 0 (partner.org): is only used with profile https_web"), "{e}");
+        let e = fed(
+            "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://p.org/\"\nprofile = \"https_web\"\nendpoint_spiffe_id = \"spiffe://partner.org/x\"\n",
+        );
+        assert!(e.contains("federation.endpoint_spiffe_id: [[federation]] 0 (partner.org): is only used with profile https_spiffe"), "{e}");
+        let e = fed(
+            "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://p.org/\"\nprofile = \"ftp\"\n",
+        );
+        assert!(
+            e.contains("expected one of https_web, https_spiffe, got \"ftp\""),
+            "{e}"
+        );
+        let e = fed("bogus_key = 1\n");
+        assert!(e.contains("unknown field `bogus_key`"), "{e}");
+        let web = "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://p.org/\"\nprofile = \"https_web\"\n";
+        let e = err(&format!("{MIN}[[federation]]\n{web}[[federation]]\n{web}"));
+        assert!(
+            e.contains("[[federation]] 1: partner.org appears twice"),
             "{e}"
         );
     }

@@ -6,15 +6,19 @@
 //!
 //! Modules: [`state`] (the shared issuer state), [`node`] (node API for agents), [`metrics`],
 //! [`config`] (TOML configuration), [`admin`] (admin API server), [`entries`] (entry validation),
+//! [`federation`] (federation relationships and bundle pollers), [`bundle_endpoint`] (the SPIFFE
+//! bundle endpoint and OIDC discovery),
 //! [`health`] (`/live`, `/ready`, `/metrics`), [`ca_sync`] (CA journal and own bundle in the
 //! store), [`instrumented`] (store call metrics), [`audit`], [`logging`]. The binary adds the
 //! start-up (`run`) and the admin CLI.
 
 pub mod admin;
 pub mod audit;
+pub mod bundle_endpoint;
 pub mod ca_sync;
 pub mod config;
 pub mod entries;
+pub mod federation;
 pub mod health;
 pub mod instrumented;
 pub mod logging;

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn command_name(c: &cli::Command) -> &'static str {
-    use cli::{AgentCommand as A, BundleCommand as B, CaCommand as C, Command, EntryCommand as E};
+    use cli::{
+        AgentCommand as A, BundleCommand as B, CaCommand as C, Command, EntryCommand as E,
+        FederationCommand as F,
+    };
     match c {
         Command::Run { .. } => "run",
         Command::Entry(E::Create(_)) => "entry create",
@@ -26,6 +29,12 @@ fn command_name(c: &cli::Command) -> &'static str {
         Command::Bundle(B::Set { .. }) => "bundle set",
         Command::Bundle(B::List(_)) => "bundle list",
         Command::Bundle(B::Delete { .. }) => "bundle delete",
+        Command::Federation(F::Create(_)) => "federation create",
+        Command::Federation(F::List(_)) => "federation list",
+        Command::Federation(F::Show { .. }) => "federation show",
+        Command::Federation(F::Update(_)) => "federation update",
+        Command::Federation(F::Delete { .. }) => "federation delete",
+        Command::Federation(F::Refresh { .. }) => "federation refresh",
         Command::X509(_) => "x509 mint",
         Command::Ca(C::Show(_)) => "ca show",
         Command::Ca(C::Prepare(_)) => "ca prepare",

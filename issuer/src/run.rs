@@ -7,10 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use signet_attestors::x509pop;
+use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager};
 use signet_ca::{CaConfig, CertificateAuthority};
 use signet_issuer::admin::{self, AdminOptions, AdminService};
-use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, unix_secs};
-use signet_issuer::config::{Config, redact_url};
+use signet_issuer::bundle_endpoint::BundleEndpoint;
+use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, JWT_JOURNAL, unix_secs};
+use signet_issuer::config::{Config, FederationSettings, redact_url};
+use signet_issuer::federation::{self, ConfiguredRelationship, Federation, Profile, Relationship};
 use signet_issuer::health::{self, Health};
 use signet_issuer::instrumented::InstrumentedStore;
 use signet_issuer::metrics::Metrics;
@@ -111,7 +114,27 @@ pub async fn run(config: Config) -> Result<()> {
             .map_err(|e| anyhow!("issuer ID of {}: {e}", config.trust_domain))?,
         notifier: Arc::new(signet_issuer::node::notify::RevisionNotifier::new()),
     });
-    let ca_sync = Arc::new(CaSync::new(issuer.clone(), config.ca.ttl));
+    let jwt_journal = store
+        .load_journal(JWT_JOURNAL)
+        .await
+        .map_err(|e| anyhow!("cannot load the JWT key journal from {url}: {e}"))?;
+    let jwt = JwtKeyManager::open(
+        JwtKeyConfig {
+            trust_domain: config.trust_domain.clone(),
+            key_type: config.jwt.key_type,
+            key_ttl: config.jwt.key_ttl,
+            max_token_ttl: signet_issuer::config::MAX_JWT_SVID_TTL,
+            key_dir: config.jwt_key_dir(),
+        },
+        jwt_journal.as_deref(),
+        SystemTime::now(),
+    )
+    .map_err(|e| anyhow!("cannot open the JWT signing keys: {e}"))?;
+    let ca_sync = Arc::new(
+        CaSync::new(issuer.clone(), config.ca.ttl)
+            .with_refresh_hint(config.bundle_endpoint.as_ref().and_then(|b| b.refresh_hint))
+            .with_jwt(Arc::new(jwt)),
+    );
     ca_sync
         .persist()
         .await
@@ -129,6 +152,15 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     let health = Arc::new(Health::new(issuer.clone()));
+
+    let configured = config
+        .federation
+        .iter()
+        .map(configured_relationship)
+        .collect::<Result<Vec<_>>>()?;
+    let federation = Federation::new(issuer.clone(), configured)
+        .await
+        .map_err(|e| anyhow!("federation: {e}"))?;
 
     let node_options = NodeApiOptions {
         x509pop: match &config.x509pop {
@@ -155,6 +187,29 @@ pub async fn run(config: Config) -> Result<()> {
             )
         })?;
     let health_addr = health_listener.local_addr()?;
+    let bundle_endpoint = match &config.bundle_endpoint {
+        None => None,
+        Some(settings) => {
+            let endpoint = BundleEndpoint::new(
+                issuer.clone(),
+                ca_sync.clone(),
+                settings,
+                config.jwt_issuer.clone(),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            let listener = tokio::net::TcpListener::bind(settings.bind_address)
+                .await
+                .with_context(|| {
+                    format!(
+                        "bundle_endpoint.bind_address {}: cannot listen",
+                        settings.bind_address
+                    )
+                })?;
+            let addr = listener.local_addr()?;
+            Some((endpoint, listener, addr))
+        }
+    };
+    let bundle_endpoint_addr = bundle_endpoint.as_ref().map(|(_, _, a)| *a);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let shutdown = Shutdown(stop_rx);
@@ -179,6 +234,7 @@ pub async fn run(config: Config) -> Result<()> {
             issuer.clone(),
             ca_sync.clone(),
             health.clone(),
+            federation.clone(),
             AdminOptions {
                 server_uid,
                 ca_ttl: config.ca.ttl,
@@ -204,7 +260,19 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
 
+    if let Some((endpoint, listener, _)) = bundle_endpoint {
+        let sd = shutdown.clone();
+        servers.spawn(async move {
+            endpoint
+                .serve(listener, sd.wait())
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            Ok("bundle endpoint")
+        });
+    }
+
     let mut background = JoinSet::new();
+    background.spawn(federation.clone().run());
     background.spawn(rotation_loop(ca_sync.clone(), shutdown.clone()));
     background.spawn(prune_loop(issuer.clone(), shutdown.clone()));
     background.spawn(counts_loop(issuer.clone(), shutdown.clone()));
@@ -216,6 +284,8 @@ pub async fn run(config: Config) -> Result<()> {
         admin_socket = %config.admin_socket_path.display(),
         datastore = %url,
         x509pop = config.x509pop.is_some(),
+        bundle_endpoint = bundle_endpoint_addr.map(|a| a.to_string()).unwrap_or_default(),
+        federation = config.federation.len(),
         "issuer ready"
     );
 
@@ -252,12 +322,53 @@ pub async fn run(config: Config) -> Result<()> {
         servers.abort_all();
     }
     background.abort_all();
+    federation.stop().await;
     let _ = std::fs::remove_file(&config.admin_socket_path);
     tracing::info!("issuer stopped");
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Reads the files of a `[[federation]]` table (bootstrap bundle, CA bundle).
+fn configured_relationship(f: &FederationSettings) -> Result<ConfiguredRelationship> {
+    let at = format!("[[federation]] {}", f.trust_domain);
+    let ca_bundle_pem = match &f.ca_bundle_path {
+        None => None,
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("{at}: ca_bundle_path {}: cannot read", p.display()))?,
+        ),
+    };
+    let profile = Profile::from_parts(
+        &f.profile,
+        f.endpoint_spiffe_id
+            .as_ref()
+            .map(|i| i.to_string())
+            .as_deref(),
+        ca_bundle_pem,
+    )
+    .map_err(|e| anyhow!("{at}: {e}"))?;
+    let bootstrap = match &f.bundle_path {
+        None => None,
+        Some(p) => {
+            let data = std::fs::read(p)
+                .with_context(|| format!("{at}: bundle_path {}: cannot read", p.display()))?;
+            Some(
+                federation::parse_bundle(&f.trust_domain, &data)
+                    .map_err(|e| anyhow!("{at}: bundle_path {}: {e}", p.display()))?,
+            )
+        }
+    };
+    Ok(ConfiguredRelationship {
+        relationship: Relationship {
+            trust_domain: f.trust_domain.clone(),
+            url: f.bundle_endpoint_url.clone(),
+            profile,
+        },
+        bootstrap,
+    })
 }
 
 async fn wait_for_signal() -> Result<&'static str> {

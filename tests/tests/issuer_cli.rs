@@ -566,9 +566,17 @@ fn bundle_show_pem_and_spiffe() {
         .cli_json(&["bundle", "show", "--format", "spiffe"])
         .unwrap();
     let keys = doc["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), pem.matches("BEGIN CERTIFICATE").count());
-    assert_eq!(keys[0]["use"], "x509-svid");
-    assert_eq!(keys[0]["x5c"].as_array().unwrap().len(), 1);
+    let x509: Vec<&Value> = keys.iter().filter(|k| k["use"] == "x509-svid").collect();
+    assert_eq!(x509.len(), pem.matches("BEGIN CERTIFICATE").count());
+    assert_eq!(x509[0]["x5c"].as_array().unwrap().len(), 1);
+    // The JWT signing key is published next to the CA.
+    let jwt: Vec<&Value> = keys.iter().filter(|k| k["use"] == "jwt-svid").collect();
+    assert_eq!(jwt.len(), 1, "{doc}");
+    assert!(
+        jwt[0]["kid"].as_str().is_some_and(|k| !k.is_empty()),
+        "{doc}"
+    );
+    assert_eq!(keys.len(), x509.len() + jwt.len());
     assert!(doc["spiffe_sequence"].as_u64().is_some());
     assert!(doc["spiffe_refresh_hint"].as_u64().unwrap() > 0);
 }

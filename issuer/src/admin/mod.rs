@@ -7,6 +7,7 @@
 //! `admin:uid=<uid>`.
 
 mod convert;
+mod federation;
 mod service;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

@@ -14,10 +14,11 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use super::convert;
+use super::{convert, federation as fed};
 use crate::audit;
 use crate::ca_sync::{CaSync, unix_secs};
 use crate::entries::{self, EntryKind, EntryRules};
+use crate::federation::Federation;
 use crate::health::Health;
 use crate::metrics::code_name;
 use crate::state::Issuer;
@@ -41,6 +42,7 @@ pub struct AdminService {
     issuer: Arc<Issuer>,
     ca_sync: Arc<CaSync>,
     health: Arc<Health>,
+    federation: Arc<Federation>,
     opts: AdminOptions,
     rules: EntryRules,
 }
@@ -74,6 +76,7 @@ impl AdminService {
         issuer: Arc<Issuer>,
         ca_sync: Arc<CaSync>,
         health: Arc<Health>,
+        federation: Arc<Federation>,
         opts: AdminOptions,
     ) -> Self {
         let rules = EntryRules {
@@ -85,6 +88,7 @@ impl AdminService {
             issuer,
             ca_sync,
             health,
+            federation,
             opts,
             rules,
         }
@@ -696,6 +700,93 @@ impl AdminService {
         })
     }
 
+    async fn create_federation_impl(
+        &self,
+        actor: String,
+        r: pb::CreateFederationRelationshipRequest,
+    ) -> Result<pb::FederationRelationship, Status> {
+        let (rel, bundle) = fed::create_args(r)?;
+        let details = fed::audit_details(&rel, bundle.as_ref());
+        let td = rel.trust_domain.clone();
+        let view = self
+            .federation
+            .create(rel, bundle)
+            .await
+            .map_err(fed::status)?;
+        self.audit("federation.create", &actor, td.name(), details)
+            .await;
+        Ok(fed::message(&self.issuer, view).await)
+    }
+
+    async fn update_federation_impl(
+        &self,
+        actor: String,
+        r: pb::UpdateFederationRelationshipRequest,
+    ) -> Result<pb::FederationRelationship, Status> {
+        let td = fed::trust_domain(&r.trust_domain)?;
+        let old = self.federation.stored(&td).await.map_err(fed::status)?;
+        let (rel, bundle) = fed::update_args(old, r)?;
+        let details = fed::audit_details(&rel, bundle.as_ref());
+        let view = self
+            .federation
+            .update(rel, bundle)
+            .await
+            .map_err(fed::status)?;
+        self.audit("federation.update", &actor, td.name(), details)
+            .await;
+        Ok(fed::message(&self.issuer, view).await)
+    }
+
+    async fn delete_federation_impl(
+        &self,
+        actor: String,
+        r: pb::FederationRelationshipRequest,
+    ) -> Result<pb::FederationRelationship, Status> {
+        let td = fed::trust_domain(&r.trust_domain)?;
+        let view = self.federation.delete(&td).await.map_err(fed::status)?;
+        self.audit(
+            "federation.delete",
+            &actor,
+            td.name(),
+            fed::audit_details(&view.relationship, None),
+        )
+        .await;
+        Ok(fed::message(&self.issuer, view).await)
+    }
+
+    async fn list_federation_impl(
+        &self,
+    ) -> Result<pb::ListFederationRelationshipsResponse, Status> {
+        let views = self.federation.list().await.map_err(fed::status)?;
+        let mut relationships = Vec::with_capacity(views.len());
+        for v in views {
+            relationships.push(fed::message(&self.issuer, v).await);
+        }
+        Ok(pb::ListFederationRelationshipsResponse { relationships })
+    }
+
+    async fn get_federation_impl(
+        &self,
+        r: pb::FederationRelationshipRequest,
+    ) -> Result<pb::FederationRelationship, Status> {
+        let td = fed::trust_domain(&r.trust_domain)?;
+        let view = self.federation.get(&td).await.map_err(fed::status)?;
+        Ok(fed::message(&self.issuer, view).await)
+    }
+
+    async fn refresh_federation_impl(
+        &self,
+        r: pb::FederationRelationshipRequest,
+    ) -> Result<pb::RefreshFederationRelationshipResponse, Status> {
+        let td = fed::trust_domain(&r.trust_domain)?;
+        let (outcome, view) = self.federation.refresh(&td).await.map_err(fed::status)?;
+        Ok(pb::RefreshFederationRelationshipResponse {
+            relationship: Some(fed::message(&self.issuer, view).await),
+            updated: outcome.updated,
+            sequence: outcome.sequence,
+        })
+    }
+
     fn ca_status(&self) -> pb::CaStatus {
         pb::CaStatus {
             slots: self.issuer.ca.slots().iter().map(convert::slot).collect(),
@@ -870,6 +961,66 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::BundleInfo>, Status> {
         self.handle("DeleteFederatedBundle", request, |a, r| {
             self.delete_bundle_impl(a, r)
+        })
+        .await
+    }
+
+    async fn create_federation_relationship(
+        &self,
+        request: Request<pb::CreateFederationRelationshipRequest>,
+    ) -> Result<Response<pb::FederationRelationship>, Status> {
+        self.handle("CreateFederationRelationship", request, |a, r| {
+            self.create_federation_impl(a, r)
+        })
+        .await
+    }
+
+    async fn list_federation_relationships(
+        &self,
+        request: Request<pb::ListFederationRelationshipsRequest>,
+    ) -> Result<Response<pb::ListFederationRelationshipsResponse>, Status> {
+        self.handle("ListFederationRelationships", request, |_, _| {
+            self.list_federation_impl()
+        })
+        .await
+    }
+
+    async fn get_federation_relationship(
+        &self,
+        request: Request<pb::FederationRelationshipRequest>,
+    ) -> Result<Response<pb::FederationRelationship>, Status> {
+        self.handle("GetFederationRelationship", request, |_, r| {
+            self.get_federation_impl(r)
+        })
+        .await
+    }
+
+    async fn update_federation_relationship(
+        &self,
+        request: Request<pb::UpdateFederationRelationshipRequest>,
+    ) -> Result<Response<pb::FederationRelationship>, Status> {
+        self.handle("UpdateFederationRelationship", request, |a, r| {
+            self.update_federation_impl(a, r)
+        })
+        .await
+    }
+
+    async fn delete_federation_relationship(
+        &self,
+        request: Request<pb::FederationRelationshipRequest>,
+    ) -> Result<Response<pb::FederationRelationship>, Status> {
+        self.handle("DeleteFederationRelationship", request, |a, r| {
+            self.delete_federation_impl(a, r)
+        })
+        .await
+    }
+
+    async fn refresh_federation_relationship(
+        &self,
+        request: Request<pb::FederationRelationshipRequest>,
+    ) -> Result<Response<pb::RefreshFederationRelationshipResponse>, Status> {
+        self.handle("RefreshFederationRelationship", request, |_, r| {
+            self.refresh_federation_impl(r)
         })
         .await
     }

@@ -9,10 +9,10 @@ use signet_issuer::entries::{self, EntryError};
 use signet_proto::admin as pb;
 use zeroize::Zeroizing;
 
-use super::output::{self, AgentJson, BundleJson, CaJson, EntryJson};
+use super::output::{self, AgentJson, BundleJson, CaJson, EntryJson, FederationJson};
 use super::{
-    AgentCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand, Output,
-    TokenCommand, X509Command, client,
+    AgentCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand,
+    FederationCommand, Output, TokenCommand, X509Command, client,
 };
 
 /// Page size used when the CLI lists every entry.
@@ -57,6 +57,7 @@ pub async fn execute(socket: &Path, command: Command) -> Result<u8> {
         Command::Token(c) => token(socket, c).await.map(|()| 0),
         Command::Agent(c) => agent(socket, c).await.map(|()| 0),
         Command::Bundle(c) => bundle(socket, c).await.map(|()| 0),
+        Command::Federation(c) => federation(socket, c).await,
         Command::X509(c) => x509(socket, c).await.map(|()| 0),
         Command::Ca(c) => ca(socket, c).await.map(|()| 0),
         Command::Healthcheck => healthcheck(socket).await,
@@ -339,6 +340,153 @@ async fn bundle(socket: &Path, c: BundleCommand) -> Result<()> {
             print(&format!("Deleted the bundle of {}\n", info.trust_domain))
         }
     }
+}
+
+fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
+}
+
+fn bootstrap(
+    flag_path: Option<&Path>,
+    format: BundleFormatArg,
+) -> Result<Option<pb::BootstrapBundle>> {
+    flag_path
+        .map(|p| {
+            Ok(pb::BootstrapBundle {
+                format: format_pb(format) as i32,
+                content: read_file("--bundle", p)?,
+            })
+        })
+        .transpose()
+}
+
+fn ca_bundle(path: Option<&Path>) -> Result<Option<String>> {
+    path.map(|p| {
+        String::from_utf8(read_file("--ca-bundle", p)?)
+            .map_err(|_| anyhow!("--ca-bundle {}: not a PEM text file", p.display()))
+    })
+    .transpose()
+}
+
+fn print_relationship(r: &pb::FederationRelationship, output: Output) -> Result<()> {
+    match output {
+        Output::Json => print(&output::json(&FederationJson::from(r))?),
+        Output::Text => print(&output::relationship_text(r)),
+    }
+}
+
+async fn federation(socket: &Path, c: FederationCommand) -> Result<u8> {
+    let mut client = client::connect(socket).await?;
+    match c {
+        FederationCommand::Create(a) => {
+            let r = client
+                .create_federation_relationship(pb::CreateFederationRelationshipRequest {
+                    trust_domain: a.trust_domain,
+                    bundle_endpoint_url: a.bundle_endpoint_url,
+                    profile: a.profile.name().to_owned(),
+                    endpoint_spiffe_id: a.endpoint_spiffe_id.unwrap_or_default(),
+                    ca_bundle_pem: ca_bundle(a.ca_bundle.as_deref())?.unwrap_or_default(),
+                    bundle: bootstrap(a.bundle.as_deref(), a.bundle_format)?,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_relationship(&r, a.output.output)?;
+        }
+        FederationCommand::List(o) => {
+            let list = client
+                .list_federation_relationships(pb::ListFederationRelationshipsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .relationships;
+            match o.output {
+                Output::Json => {
+                    let v: Vec<FederationJson> = list.iter().map(FederationJson::from).collect();
+                    print(&output::json(&v)?)?;
+                }
+                Output::Text => print(&output::relationships_text(&list))?,
+            }
+        }
+        FederationCommand::Show {
+            trust_domain,
+            output,
+        } => {
+            let r = client
+                .get_federation_relationship(pb::FederationRelationshipRequest { trust_domain })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_relationship(&r, output.output)?;
+        }
+        FederationCommand::Update(a) => {
+            let ca_bundle_pem = if a.system_roots {
+                Some(String::new())
+            } else {
+                ca_bundle(a.ca_bundle.as_deref())?
+            };
+            let r = client
+                .update_federation_relationship(pb::UpdateFederationRelationshipRequest {
+                    trust_domain: a.trust_domain,
+                    bundle_endpoint_url: a.bundle_endpoint_url,
+                    profile: a.profile.map(|p| p.name().to_owned()),
+                    endpoint_spiffe_id: a.endpoint_spiffe_id,
+                    ca_bundle_pem,
+                    bundle: bootstrap(a.bundle.as_deref(), a.bundle_format)?,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_relationship(&r, a.output.output)?;
+        }
+        FederationCommand::Delete { trust_domain } => {
+            let r = client
+                .delete_federation_relationship(pb::FederationRelationshipRequest { trust_domain })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(&format!(
+                "Deleted the federation relationship with {} (its bundle is kept; `bundle delete` removes it)\n",
+                r.trust_domain
+            ))?;
+        }
+        FederationCommand::Refresh {
+            trust_domain,
+            output,
+        } => {
+            let resp = client
+                .refresh_federation_relationship(pb::FederationRelationshipRequest {
+                    trust_domain: trust_domain.clone(),
+                })
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "{}",
+                        match e.code() {
+                            tonic::Code::Unavailable if !e.message().is_empty() => format!(
+                                "bundle of {trust_domain} not refreshed (the last good bundle is kept): {}",
+                                e.message()
+                            ),
+                            _ => status_error(e).to_string(),
+                        }
+                    )
+                })?
+                .into_inner();
+            match output.output {
+                Output::Json => print(&output::json(&serde_json::json!({
+                    "updated": resp.updated,
+                    "sequence": resp.sequence,
+                    "relationship": resp.relationship.as_ref().map(FederationJson::from),
+                }))?)?,
+                Output::Text => print(&format!(
+                    "Bundle of {trust_domain} {} (sequence {})\n",
+                    if resp.updated { "updated" } else { "unchanged" },
+                    resp.sequence
+                ))?,
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {

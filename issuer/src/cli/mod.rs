@@ -78,6 +78,9 @@ pub enum Command {
     /// Trust bundles: the own one and federated ones.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Federation relationships: other trust domains whose bundles the issuer polls.
+    #[command(subcommand)]
+    Federation(FederationCommand),
     /// X509-SVIDs for the operator.
     #[command(subcommand)]
     X509(X509Command),
@@ -296,6 +299,120 @@ pub enum BundleCommand {
         #[arg(long, visible_alias = "id", value_name = "TD")]
         trust_domain: String,
     },
+}
+
+/// Bundle endpoint profile of a federated trust domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Ordinary web PKI (system roots, or --ca-bundle).
+    #[value(name = "https_web")]
+    HttpsWeb,
+    /// The endpoint presents an X509-SVID (--endpoint-spiffe-id), checked with the trust
+    /// domain's bundle.
+    #[value(name = "https_spiffe")]
+    HttpsSpiffe,
+}
+
+impl ProfileArg {
+    /// The profile's name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileArg::HttpsWeb => "https_web",
+            ProfileArg::HttpsSpiffe => "https_spiffe",
+        }
+    }
+}
+
+/// `federation` commands.
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Create a relationship (and store its bootstrap bundle).
+    Create(FederationCreateArgs),
+    /// List the relationships with the state of their pollers.
+    List(OutputArg),
+    /// Show one relationship: endpoint, profile, last success, last error, next poll.
+    Show {
+        /// The federated trust domain.
+        #[arg(long, value_name = "TD")]
+        trust_domain: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Change a relationship; the options not given are kept.
+    Update(FederationUpdateArgs),
+    /// Delete a relationship (its bundle is kept: `bundle delete` removes it).
+    Delete {
+        /// The federated trust domain.
+        #[arg(long, value_name = "TD")]
+        trust_domain: String,
+    },
+    /// Poll the bundle endpoint now; exits 1 if the poll fails (the last good bundle is kept).
+    Refresh {
+        /// The federated trust domain.
+        #[arg(long, value_name = "TD")]
+        trust_domain: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+/// Arguments of `federation create`.
+#[derive(Debug, Args)]
+pub struct FederationCreateArgs {
+    /// The federated trust domain (e.g. partner.org or spiffe://partner.org).
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: String,
+    /// URL of its bundle endpoint (https://...).
+    #[arg(long, value_name = "URL")]
+    pub bundle_endpoint_url: String,
+    /// How the endpoint authenticates itself.
+    #[arg(long, value_enum)]
+    pub profile: ProfileArg,
+    /// https_spiffe: the SPIFFE ID the endpoint presents (e.g. spiffe://partner.org/signet/issuer).
+    #[arg(long, value_name = "ID")]
+    pub endpoint_spiffe_id: Option<String>,
+    /// Bootstrap bundle of the trust domain (required for https_spiffe unless one is stored).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// Format of --bundle.
+    #[arg(long, value_enum, default_value_t = BundleFormatArg::Spiffe)]
+    pub bundle_format: BundleFormatArg,
+    /// https_web: PEM roots to trust for the endpoint instead of the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `federation update`.
+#[derive(Debug, Args)]
+pub struct FederationUpdateArgs {
+    /// The federated trust domain.
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: String,
+    /// New bundle endpoint URL.
+    #[arg(long, value_name = "URL")]
+    pub bundle_endpoint_url: Option<String>,
+    /// New profile.
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
+    /// New endpoint SPIFFE ID (https_spiffe).
+    #[arg(long, value_name = "ID")]
+    pub endpoint_spiffe_id: Option<String>,
+    /// Replace the stored bundle of the trust domain with this file.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// Format of --bundle.
+    #[arg(long, value_enum, default_value_t = BundleFormatArg::Spiffe)]
+    pub bundle_format: BundleFormatArg,
+    /// https_web: new PEM roots for the endpoint.
+    #[arg(long, value_name = "FILE", conflicts_with = "system_roots")]
+    pub ca_bundle: Option<PathBuf>,
+    /// https_web: trust the system roots again (drop the CA bundle).
+    #[arg(long)]
+    pub system_roots: bool,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 /// `x509` commands.

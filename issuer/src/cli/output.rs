@@ -117,6 +117,51 @@ impl From<&pb::BundleInfo> for BundleJson {
     }
 }
 
+/// A federation relationship in JSON output.
+#[derive(Debug, Serialize)]
+pub struct FederationJson {
+    trust_domain: String,
+    bundle_endpoint_url: String,
+    profile: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    endpoint_spiffe_id: String,
+    has_ca_bundle: bool,
+    source: String,
+    created_at: i64,
+    updated_at: i64,
+    bundle_sequence: Option<u64>,
+    bundle_updated_at: Option<i64>,
+    last_attempt_at: Option<i64>,
+    last_success_at: Option<i64>,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+    next_poll_at: Option<i64>,
+    consecutive_failures: u32,
+}
+
+impl From<&pb::FederationRelationship> for FederationJson {
+    fn from(r: &pb::FederationRelationship) -> Self {
+        Self {
+            trust_domain: r.trust_domain.clone(),
+            bundle_endpoint_url: r.bundle_endpoint_url.clone(),
+            profile: r.profile.clone(),
+            endpoint_spiffe_id: r.endpoint_spiffe_id.clone(),
+            has_ca_bundle: r.has_ca_bundle,
+            source: r.source.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            bundle_sequence: r.bundle_sequence,
+            bundle_updated_at: r.bundle_updated_at,
+            last_attempt_at: r.last_attempt_at,
+            last_success_at: r.last_success_at,
+            last_error: (!r.last_error.is_empty()).then(|| r.last_error.clone()),
+            last_error_at: r.last_error_at,
+            next_poll_at: r.next_poll_at,
+            consecutive_failures: r.consecutive_failures,
+        }
+    }
+}
+
 /// A CA slot in JSON output.
 #[derive(Debug, Serialize)]
 pub struct SlotJson {
@@ -274,6 +319,64 @@ pub fn bundles_text(bundles: &[pb::BundleInfo]) -> String {
             b.jwt_authorities,
             time(b.updated_at)
         );
+    }
+    out
+}
+
+fn opt_time(t: Option<i64>) -> String {
+    t.map_or_else(|| "never".to_owned(), time)
+}
+
+/// A federation relationship as text.
+pub fn relationship_text(r: &pb::FederationRelationship) -> String {
+    let mut out = String::new();
+    line(&mut out, "Trust domain", &r.trust_domain);
+    line(&mut out, "Endpoint URL", &r.bundle_endpoint_url);
+    line(&mut out, "Profile", &r.profile);
+    if !r.endpoint_spiffe_id.is_empty() {
+        line(&mut out, "Endpoint ID", &r.endpoint_spiffe_id);
+    }
+    if r.profile == "https_web" {
+        line(
+            &mut out,
+            "Endpoint roots",
+            if r.has_ca_bundle {
+                "configured CA bundle"
+            } else {
+                "system roots"
+            },
+        );
+    }
+    line(&mut out, "Defined in", &r.source);
+    match r.bundle_sequence {
+        Some(seq) => line(&mut out, "Bundle sequence", seq),
+        None => line(&mut out, "Bundle sequence", "no bundle stored"),
+    }
+    if let Some(t) = r.bundle_updated_at {
+        line(&mut out, "Bundle updated", time(t));
+    }
+    line(&mut out, "Last attempt", opt_time(r.last_attempt_at));
+    line(&mut out, "Last success", opt_time(r.last_success_at));
+    if !r.last_error.is_empty() {
+        line(&mut out, "Last error", &r.last_error);
+        line(&mut out, "Last error at", opt_time(r.last_error_at));
+        line(&mut out, "Failures in a row", r.consecutive_failures);
+    }
+    if let Some(t) = r.next_poll_at {
+        line(&mut out, "Next poll", time(t));
+    }
+    out
+}
+
+/// A list of relationships as text.
+pub fn relationships_text(list: &[pb::FederationRelationship]) -> String {
+    let mut out = match list.len() {
+        1 => "Found 1 federation relationship\n".to_owned(),
+        n => format!("Found {n} federation relationships\n"),
+    };
+    for r in list {
+        out.push('\n');
+        out.push_str(&relationship_text(r));
     }
     out
 }

@@ -1,0 +1,304 @@
+//! The HTTPS client of the federation pollers: one `GET` over TLS (rustls, aws-lc-rs) with the
+//! verifier of the relationship's profile, HTTP/1.1 by hyper, a size limit and a deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use signet_spiffe::bundle::Bundle;
+use signet_spiffe::tls::{Authorizer, authenticate_peer};
+use signet_spiffe::{SpiffeId, TrustDomain};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::{POLL_TIMEOUT, PollError, Profile, Relationship, parse_roots};
+
+/// Largest bundle document accepted (1 MiB).
+pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+
+/// Where the system's PEM roots are looked for when `SSL_CERT_FILE` is not set (Debian/Ubuntu,
+/// Fedora/RHEL, openSUSE, Alpine and others).
+const SYSTEM_ROOT_FILES: [&str; 5] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's PEM roots: the file named by `SSL_CERT_FILE`, or the first of the usual
+/// distribution files that exists.
+pub fn system_roots_pem() -> Result<String, String> {
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+        return std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "cannot read the system roots from SSL_CERT_FILE={}: {e}",
+                std::path::Path::new(&path).display()
+            )
+        });
+    }
+    for path in SYSTEM_ROOT_FILES {
+        if let Ok(pem) = std::fs::read_to_string(path) {
+            return Ok(pem);
+        }
+    }
+    Err(format!(
+        "no system CA roots found (looked at SSL_CERT_FILE and {}): configure a CA bundle for this https_web relationship",
+        SYSTEM_ROOT_FILES.join(", ")
+    ))
+}
+
+/// The trust domain named by a SPIFFE URI SAN of `der` when it is not `td` (`None` when the
+/// certificate names `td` or no SPIFFE ID at all, e.g. an upstream root).
+pub(super) fn foreign_trust_domain(der: &[u8], td: &TrustDomain) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name
+            && let Some(rest) = uri.strip_prefix("spiffe://")
+        {
+            let host = rest.split('/').next().unwrap_or_default();
+            if host != td.name() {
+                return Some(host.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// A failure whose `Debug` is its message (rustls prints `Debug` in its errors).
+#[derive(thiserror::Error)]
+#[error("{0}")]
+struct Refusal(String);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Authenticates an `https_spiffe` endpoint: its chain must be an X509-SVID of exactly
+/// `endpoint_id`, verified with `bundle` (the last known bundle of the endpoint's trust domain).
+struct SpiffeServerVerifier {
+    bundle: Bundle,
+    endpoint_id: SpiffeId,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for SpiffeServerVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpiffeServerVerifier")
+            .field("endpoint_id", &self.endpoint_id.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        authenticate_peer(
+            &chain,
+            &self.bundle,
+            now,
+            &Authorizer::Exact(self.endpoint_id.clone()),
+        )
+        .map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                Refusal(e.to_string()),
+            ))))
+        })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS client configuration of a relationship's profile. `current` is the stored bundle of the
+/// relationship's trust domain (required for `https_spiffe`).
+fn client_config(
+    rel: &Relationship,
+    current: Option<&Bundle>,
+) -> Result<rustls::ClientConfig, PollError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PollError::Roots(format!("TLS configuration: {e}")))?;
+    let mut cfg = match &rel.profile {
+        Profile::HttpsWeb { ca_bundle_pem } => {
+            let pem = match ca_bundle_pem {
+                Some(p) => p.clone(),
+                None => system_roots_pem().map_err(PollError::Roots)?,
+            };
+            let roots = parse_roots(&pem).map_err(|e| PollError::Roots(e.to_string()))?;
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Profile::HttpsSpiffe { endpoint_spiffe_id } => {
+            let bundle = current
+                .filter(|b| !b.x509_authorities.is_empty())
+                .ok_or_else(|| PollError::NoBundle(rel.trust_domain.name().to_owned()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
+                    bundle: bundle.clone(),
+                    endpoint_id: endpoint_spiffe_id.clone(),
+                    provider,
+                }))
+                .with_no_client_auth()
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The message of a handshake error, without the `Debug` wrapping rustls puts around a custom
+/// verifier's refusal.
+fn tls_reason(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
+            format!("invalid peer certificate: {inner}")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// `GET`s the bundle document of `rel` (within [`POLL_TIMEOUT`]) and returns the body.
+pub(super) async fn fetch(
+    rel: &Relationship,
+    current: Option<&Bundle>,
+) -> Result<Vec<u8>, PollError> {
+    let cfg = client_config(rel, current)?;
+    tokio::time::timeout(POLL_TIMEOUT, get(rel, cfg))
+        .await
+        .map_err(|_| PollError::Timeout(POLL_TIMEOUT.as_secs()))?
+}
+
+async fn get(rel: &Relationship, cfg: rustls::ClientConfig) -> Result<Vec<u8>, PollError> {
+    let url = &rel.url;
+    let addr = if url.host().contains(':') {
+        format!("[{}]:{}", url.host(), url.port())
+    } else {
+        format!("{}:{}", url.host(), url.port())
+    };
+    let tcp = TcpStream::connect((url.host(), url.port()))
+        .await
+        .map_err(|e| PollError::Connect {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let server_name = ServerName::try_from(url.host().to_owned()).map_err(|e| PollError::Tls {
+        addr: addr.clone(),
+        reason: format!("server name: {e}"),
+    })?;
+    let tls = TlsConnector::from(Arc::new(cfg))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| PollError::Tls {
+            addr: addr.clone(),
+            reason: tls_reason(&e),
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| PollError::Http(e.to_string()))?;
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "bundle endpoint connection ended with an error");
+        }
+    }));
+    let host_header = if url.port() == 443 {
+        url.host().to_owned()
+    } else {
+        addr.clone()
+    };
+    let request = hyper::Request::get(url.path_and_query())
+        .header(hyper::header::HOST, host_header)
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("signet-issuer/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| PollError::Http(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| PollError::Http(e.to_string()))?;
+    let status = response.status();
+    if status != hyper::StatusCode::OK {
+        return Err(PollError::Status(status.as_u16()));
+    }
+    let body = Limited::new(response.into_body(), MAX_BUNDLE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                PollError::TooLarge
+            } else {
+                PollError::Http(e.to_string())
+            }
+        })?
+        .to_bytes();
+    Ok(body.to_vec())
+}
