@@ -20,17 +20,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use signet_attestors::join_token::JoinTokenAgent;
 use signet_attestors::x509pop::X509PopAgent;
 use signet_attestors::{AgentAttestor, AttestError, Selector};
 use signet_proto::node as pb;
 use signet_spiffe::bundle::Bundle;
 use signet_spiffe::svid::{validate_x509_svid_leaf, verify_x509_svid};
-use signet_spiffe::tls::{Authorizer, authenticate_peer};
+use signet_spiffe::tls::{Authorizer, PeerAuthenticator, SpiffeCertVerifier, authenticate_peer};
 use signet_spiffe::{SpiffeId, TrustDomain};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -102,7 +100,8 @@ fn rpc_error(s: tonic::Status) -> NodeClientError {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e` and its causes, `: `-separated, skipping a cause whose message is already included.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -235,31 +234,6 @@ struct TrustState {
     insecure: AtomicBool,
 }
 
-/// rustls verifier of the issuer's certificate (see the module documentation).
-#[derive(Debug)]
-struct IssuerVerifier {
-    trust: Arc<TrustState>,
-    provider: Arc<CryptoProvider>,
-}
-
-/// A verification failure whose `Debug` is its message: rustls prints the `Debug` form of
-/// [`CertificateError::Other`], and the reason must stay readable in connection errors.
-#[derive(thiserror::Error)]
-#[error("{0}")]
-struct Refusal(String);
-
-impl std::fmt::Debug for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn cert_error(e: impl std::fmt::Display) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(
-        e.to_string(),
-    )))))
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("issuer presented SPIFFE ID {got}, expected {want}")]
 struct WrongIssuerId {
@@ -267,69 +241,37 @@ struct WrongIssuerId {
     want: SpiffeId,
 }
 
-impl ServerCertVerifier for IssuerVerifier {
-    fn verify_server_cert(
+/// Authenticates the issuer (see the module documentation): its chain against the current
+/// bundle, or in insecure bootstrap only its leaf's form and ID.
+impl PeerAuthenticator for TrustState {
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn authenticate(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let want = &self.trust.issuer_id;
-        if self.trust.insecure.load(Ordering::Acquire) {
-            let got = validate_x509_svid_leaf(end_entity).map_err(cert_error)?;
+        chain_der: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<SpiffeId, Self::Error> {
+        let want = &self.issuer_id;
+        if self.insecure.load(Ordering::Acquire) {
+            let leaf = chain_der
+                .first()
+                .ok_or("the issuer presented no certificate")?;
+            let got = validate_x509_svid_leaf(leaf)?;
             if &got != want {
-                return Err(cert_error(WrongIssuerId {
+                return Err(Box::new(WrongIssuerId {
                     got,
                     want: want.clone(),
                 }));
             }
-            return Ok(ServerCertVerified::assertion());
+            return Ok(got);
         }
-        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.as_ref().to_vec())
-            .collect();
-        let bundle = self.trust.bundle.load();
-        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        authenticate_peer(&chain, &bundle, now, &Authorizer::Exact(want.clone()))
-            .map_err(cert_error)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        let bundle = self.bundle.load();
+        Ok(authenticate_peer(
+            chain_der,
+            &bundle,
+            now,
+            &Authorizer::Exact(want.clone()),
+        )?)
     }
 }
 
@@ -359,21 +301,25 @@ impl std::fmt::Debug for NodeClient {
     }
 }
 
+/// Splits `host:port` (`[addr]:port` for IPv6) into the host, without brackets, and the port;
+/// `None` unless both are there.
+pub(crate) fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
 fn split_host(address: &str) -> Result<(ServerName<'static>, String), NodeClientError> {
     let bad = || {
         NodeClientError::Config(format!(
             "issuer address {address:?} is not host:port (use [addr]:port for IPv6)"
         ))
     };
-    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-    port.parse::<u16>().map_err(|_| bad())?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return Err(bad());
-    }
+    let (host, _port) = split_host_port(address).ok_or_else(bad)?;
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.to_owned()).map_err(|_| bad())?,
@@ -494,10 +440,10 @@ impl NodeClient {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| NodeClientError::Config(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(IssuerVerifier {
-                trust: self.trust.clone(),
-                provider: self.provider.clone(),
-            }));
+            .with_custom_certificate_verifier(Arc::new(SpiffeCertVerifier::new(
+                self.trust.clone(),
+                self.provider.clone(),
+            )));
         let mut tls = match identity {
             Some(id) => {
                 let chain = id

@@ -1,8 +1,8 @@
 //! The certificate authority: slots, rotation, journal and X509-SVID signing.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use x509_parser::certificate::X509Certificate;
@@ -13,6 +13,10 @@ use crate::cert::{
     validate_spki,
 };
 use crate::keys::{self, KeyType, SigningKey, generate_key, key_identifier};
+use crate::rotation::{
+    Rotated, RotatingSlot, Rotation, RotationError, SlotMaker, Slots, check_journal_states,
+    system_time, unix_secs,
+};
 use crate::upstream::{self, Upstream};
 use crate::{
     CaConfig, CaError, IssuedX509Svid, RotationOutcome, SlotInfo, SlotState, X509SvidRequest,
@@ -26,16 +30,9 @@ pub const CA_BACKDATE_SECS: i64 = 60;
 const JOURNAL_VERSION: u32 = 1;
 
 /// Converts a `SystemTime` to Unix seconds.
-pub(crate) fn unix(t: SystemTime) -> Result<i64, CaError> {
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
+fn unix(t: SystemTime) -> Result<i64, CaError> {
+    unix_secs(t)
         .ok_or_else(|| CaError::InvalidTime("time is before 1970 or out of range".to_string()))
-}
-
-/// Converts Unix seconds to a `SystemTime` (negative values clamp to the epoch).
-pub(crate) fn system_time(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 /// What the hot path needs to sign with one CA, parsed once.
@@ -50,7 +47,7 @@ struct Signer {
 }
 
 /// One CA generation.
-struct Slot {
+pub(crate) struct Slot {
     id: String,
     state: SlotState,
     key_type: KeyType,
@@ -134,6 +131,46 @@ impl Slot {
             signer,
         })
     }
+}
+
+impl RotatingSlot for Slot {
+    type Info = SlotInfo;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn state(&self) -> SlotState {
+        self.state
+    }
+
+    fn activate(&mut self) {
+        self.state = SlotState::Active;
+    }
+
+    fn retire(&mut self, _now: i64) {
+        self.state = SlotState::Retired;
+        self.signer = None;
+    }
+
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// A retired CA goes once its certificate expired (nothing it signed outlives it).
+    fn prunable(&self, now: i64) -> bool {
+        now >= self.not_after
+    }
+
+    /// The certificate clients must trust for this slot: itself when self-signed, else the top
+    /// of its upstream chain.
+    fn published(&self) -> &[u8] {
+        self.upstream_chain.last().unwrap_or(&self.cert_der)
+    }
 
     fn info(&self) -> SlotInfo {
         SlotInfo {
@@ -147,57 +184,28 @@ impl Slot {
             cert_der: self.cert_der.clone(),
         }
     }
+}
 
-    /// The certificate clients must trust for this slot: itself when self-signed, else the top
-    /// of its upstream chain.
-    fn anchor(&self) -> &[u8] {
-        self.upstream_chain.last().unwrap_or(&self.cert_der)
-    }
-
-    /// When the next CA is prepared: half of this CA's lifetime.
-    fn prepare_at(&self) -> i64 {
-        self.created_at + (self.not_after - self.created_at) / 2
-    }
-
-    /// When the next CA is activated: five sixths of this CA's lifetime.
-    fn activate_at(&self) -> i64 {
-        self.created_at + (self.not_after - self.created_at) / 6 * 5
+impl From<RotationError> for CaError {
+    fn from(e: RotationError) -> Self {
+        match e {
+            RotationError::NoPrepared => CaError::NoPreparedCa,
+            RotationError::Expired { id, not_after } => CaError::CaExpired {
+                slot: id,
+                not_after: system_time(not_after),
+            },
+        }
     }
 }
 
-struct State {
-    slots: Vec<Slot>,
-    bundle_sequence: u64,
-}
-
-impl State {
-    fn active(&self) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.state == SlotState::Active)
-    }
-
-    fn prepared(&self) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.state == SlotState::Prepared)
-    }
-
-    fn anchors(&self) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
-            let a = slot.anchor();
-            if !out.iter().any(|o| o == a) {
-                out.push(a.to_vec());
-            }
+impl From<Rotated<SlotInfo>> for RotationOutcome {
+    fn from(r: Rotated<SlotInfo>) -> Self {
+        match r {
+            Rotated::Unchanged => RotationOutcome::Unchanged,
+            Rotated::Prepared(info) => RotationOutcome::Prepared(info),
+            Rotated::Activated(info) => RotationOutcome::Activated(info),
+            Rotated::Pruned(ids) => RotationOutcome::Pruned(ids),
         }
-        out
-    }
-
-    /// Applies `f`, bumping the bundle sequence when the trust anchors changed.
-    fn change<R>(&mut self, f: impl FnOnce(&mut State) -> R) -> R {
-        let before = self.anchors();
-        let r = f(self);
-        if self.anchors() != before {
-            self.bundle_sequence += 1;
-        }
-        r
     }
 }
 
@@ -231,14 +239,13 @@ struct JournalSlot {
 pub struct CertificateAuthority {
     cfg: CaConfig,
     upstream: Option<Upstream>,
-    state: RwLock<State>,
-    /// Serializes rotation so that two callers never prepare twice.
-    rotation: Mutex<()>,
+    /// The slots; the sequence is the bundle sequence (it counts trust anchor changes).
+    rotation: Rotation<Slot>,
 }
 
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let st = self.rotation.read();
         f.debug_struct("CertificateAuthority")
             .field("trust_domain", &self.cfg.trust_domain.name())
             .field("key_type", &self.cfg.key_type)
@@ -250,7 +257,7 @@ impl fmt::Debug for CertificateAuthority {
                     .map(|s| (s.id.as_str(), s.state))
                     .collect::<Vec<_>>(),
             )
-            .field("bundle_sequence", &st.bundle_sequence)
+            .field("bundle_sequence", &st.sequence)
             .finish_non_exhaustive()
     }
 }
@@ -320,26 +327,23 @@ impl CertificateAuthority {
         keys::ensure_key_dir(&cfg.key_dir)?;
         let state = match journal {
             Some(bytes) => Self::load_journal(&cfg, bytes)?,
-            None => State {
+            None => Slots {
                 slots: Vec::new(),
-                bundle_sequence: 0,
+                sequence: 0,
             },
         };
         let ca = CertificateAuthority {
             cfg,
             upstream,
-            state: RwLock::new(state),
-            rotation: Mutex::new(()),
+            rotation: Rotation::new(state),
         };
         if journal.is_none() {
-            let slot = ca.create_slot(now_s, SlotState::Active)?;
-            let mut st = ca.write();
-            st.change(|st| st.slots.push(slot));
+            ca.rotation.push(ca.create_slot(now_s, SlotState::Active)?);
         }
         Ok(ca)
     }
 
-    fn load_journal(cfg: &CaConfig, bytes: &[u8]) -> Result<State, CaError> {
+    fn load_journal(cfg: &CaConfig, bytes: &[u8]) -> Result<Slots<Slot>, CaError> {
         let j: Journal = serde_json::from_slice(bytes)
             .map_err(|e| CaError::JournalCorrupt(format!("not a CA journal: {e}")))?;
         if j.version != JOURNAL_VERSION {
@@ -354,18 +358,8 @@ impl CertificateAuthority {
                 config: cfg.trust_domain.name().to_string(),
             });
         }
-        let count = |s: SlotState| j.slots.iter().filter(|x| x.state == s).count();
-        if count(SlotState::Active) != 1 {
-            return Err(CaError::JournalCorrupt(format!(
-                "expected exactly one active CA, found {}",
-                count(SlotState::Active)
-            )));
-        }
-        if count(SlotState::Prepared) > 1 {
-            return Err(CaError::JournalCorrupt(
-                "more than one prepared CA".to_string(),
-            ));
-        }
+        check_journal_states(j.slots.iter().map(|s| s.state), "CA")
+            .map_err(CaError::JournalCorrupt)?;
         let mut slots: Vec<Slot> = Vec::with_capacity(j.slots.len());
         for js in j.slots {
             if !valid_slot_id(&js.id) || slots.iter().any(|s| s.id == js.id) {
@@ -401,19 +395,17 @@ impl CertificateAuthority {
                 key,
             )?);
         }
-        Ok(State {
+        Ok(Slots {
             slots,
-            bundle_sequence: j.bundle_sequence,
+            sequence: j.bundle_sequence,
         })
     }
+}
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
-    }
+impl SlotMaker for CertificateAuthority {
+    type Slot = Slot;
+    type Error = CaError;
+    const NOUN: &'static str = "CA";
 
     /// Creates a new CA (key file written, certificate signed) without touching the state.
     fn create_slot(&self, now: i64, state: SlotState) -> Result<Slot, CaError> {
@@ -490,14 +482,20 @@ impl CertificateAuthority {
         Ok(slot)
     }
 
+    fn delete_key_file(&self, id: &str) {
+        keys::delete_key_file(&self.cfg.key_dir, id, "CA");
+    }
+}
+
+impl CertificateAuthority {
     /// Serialized journal (JSON): the slots with their certificates, states and times, the
     /// upstream chains, and the bundle sequence. It never contains key material.
     pub fn journal_bytes(&self) -> Result<Vec<u8>, CaError> {
-        let st = self.read();
+        let st = self.rotation.read();
         let j = Journal {
             version: JOURNAL_VERSION,
             trust_domain: self.cfg.trust_domain.name().to_string(),
-            bundle_sequence: st.bundle_sequence,
+            bundle_sequence: st.sequence,
             slots: st
                 .slots
                 .iter()
@@ -528,87 +526,7 @@ impl CertificateAuthority {
     /// [`RotationOutcome::Unchanged`].
     pub fn rotate_if_due(&self, now: SystemTime) -> Result<RotationOutcome, CaError> {
         let now_s = unix(now)?;
-        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        enum Step {
-            Emergency,
-            Activate,
-            Prepare,
-            Prune,
-            Nothing,
-        }
-        let step = {
-            let st = self.read();
-            match st.active() {
-                None => Step::Emergency,
-                Some(active) if now_s >= active.not_after => match st.prepared() {
-                    Some(p) if now_s < p.not_after => Step::Activate,
-                    _ => Step::Emergency,
-                },
-                Some(active) => match st.prepared() {
-                    Some(_) if now_s >= active.activate_at() => Step::Activate,
-                    None if now_s >= active.prepare_at() => Step::Prepare,
-                    _ if st
-                        .slots
-                        .iter()
-                        .any(|s| s.state == SlotState::Retired && now_s >= s.not_after) =>
-                    {
-                        Step::Prune
-                    }
-                    _ => Step::Nothing,
-                },
-            }
-        };
-        match step {
-            Step::Nothing => Ok(RotationOutcome::Unchanged),
-            Step::Activate => self.activate_locked(now_s).map(RotationOutcome::Activated),
-            Step::Prepare => self.prepare_locked(now_s).map(RotationOutcome::Prepared),
-            Step::Prune => {
-                let mut st = self.write();
-                let pruned: Vec<String> = st.change(|st| {
-                    let (gone, keep): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut st.slots)
-                        .into_iter()
-                        .partition(|s| s.state == SlotState::Retired && now_s >= s.not_after);
-                    st.slots = keep;
-                    gone.into_iter().map(|s| s.id).collect()
-                });
-                drop(st);
-                for id in &pruned {
-                    keys::delete_key_file(&self.cfg.key_dir, id);
-                    tracing::info!(ca = %id, "pruned expired CA");
-                }
-                Ok(RotationOutcome::Pruned(pruned))
-            }
-            Step::Emergency => {
-                let slot = self.create_slot(now_s, SlotState::Active)?;
-                let info = slot.info();
-                let mut st = self.write();
-                let dropped = st.change(|st| {
-                    let mut dropped = Vec::new();
-                    st.slots.retain(|s| {
-                        let expired_prepared =
-                            s.state == SlotState::Prepared && now_s >= s.not_after;
-                        if expired_prepared {
-                            dropped.push(s.id.clone());
-                        }
-                        !expired_prepared
-                    });
-                    for s in &mut st.slots {
-                        if s.state == SlotState::Active {
-                            s.state = SlotState::Retired;
-                            s.signer = None;
-                        }
-                    }
-                    st.slots.push(slot);
-                    dropped
-                });
-                drop(st);
-                for id in &dropped {
-                    keys::delete_key_file(&self.cfg.key_dir, id);
-                }
-                tracing::warn!(ca = %info.id, "active CA had expired; activated a new CA at once");
-                Ok(RotationOutcome::Activated(info))
-            }
-        }
+        self.rotation.rotate_if_due(self, now_s).map(Into::into)
     }
 
     /// Prepares the next CA now (CLI `ca prepare`): it is published in
@@ -616,96 +534,37 @@ impl CertificateAuthority {
     /// already prepared CA is replaced.
     pub fn prepare(&self, now: SystemTime) -> Result<SlotInfo, CaError> {
         let now_s = unix(now)?;
-        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        self.prepare_locked(now_s)
-    }
-
-    fn prepare_locked(&self, now_s: i64) -> Result<SlotInfo, CaError> {
-        let slot = self.create_slot(now_s, SlotState::Prepared)?;
-        let info = slot.info();
-        let mut st = self.write();
-        let replaced = st.change(|st| {
-            let replaced: Vec<String> = st
-                .slots
-                .iter()
-                .filter(|s| s.state == SlotState::Prepared)
-                .map(|s| s.id.clone())
-                .collect();
-            st.slots.retain(|s| s.state != SlotState::Prepared);
-            st.slots.push(slot);
-            replaced
-        });
-        drop(st);
-        for id in &replaced {
-            keys::delete_key_file(&self.cfg.key_dir, id);
-            tracing::info!(ca = %id, "replaced prepared CA");
-        }
-        tracing::info!(ca = %info.id, "prepared CA (published, not signing yet)");
-        Ok(info)
+        self.rotation.prepare(self, now_s)
     }
 
     /// Activates the prepared CA now (CLI `ca activate`); the active one is retired and stays
     /// published until it expires. Errors if nothing is prepared.
     pub fn activate(&self, now: SystemTime) -> Result<SlotInfo, CaError> {
         let now_s = unix(now)?;
-        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        self.activate_locked(now_s)
-    }
-
-    fn activate_locked(&self, now_s: i64) -> Result<SlotInfo, CaError> {
-        let mut st = self.write();
-        let Some(prepared) = st.prepared() else {
-            return Err(CaError::NoPreparedCa);
-        };
-        if now_s >= prepared.not_after {
-            return Err(CaError::CaExpired {
-                slot: prepared.id.clone(),
-                not_after: system_time(prepared.not_after),
-            });
-        }
-        let info = st.change(|st| {
-            let mut info = None;
-            for s in &mut st.slots {
-                match s.state {
-                    SlotState::Active => {
-                        s.state = SlotState::Retired;
-                        s.signer = None;
-                    }
-                    SlotState::Prepared => {
-                        s.state = SlotState::Active;
-                        info = Some(s.info());
-                    }
-                    SlotState::Retired => {}
-                }
-            }
-            info
-        });
-        drop(st);
-        let info = info.ok_or(CaError::NoPreparedCa)?;
-        tracing::info!(ca = %info.id, "activated CA");
-        Ok(info)
+        self.rotation.activate::<Self>(now_s)
     }
 
     /// All slots, oldest first.
     pub fn slots(&self) -> Vec<SlotInfo> {
-        self.read().slots.iter().map(Slot::info).collect()
+        self.rotation.read().slots.iter().map(Slot::info).collect()
     }
 
     /// DER certificates to publish as X.509 authorities of the own trust bundle: in self-signed
     /// mode every slot (prepared, active, retired until pruned); in upstream mode the upstream
     /// trust anchor(s) (the last certificate of the upstream file). Deduplicated.
     pub fn trust_anchors(&self) -> Vec<Vec<u8>> {
-        self.read().anchors()
+        self.rotation.read().published()
     }
 
     /// Increases whenever [`trust_anchors`](Self::trust_anchors) changes (the bundle's
     /// `spiffe_sequence`).
     pub fn bundle_sequence(&self) -> u64 {
-        self.read().bundle_sequence
+        self.rotation.read().sequence
     }
 
     fn active_signer(&self) -> Result<Arc<Signer>, CaError> {
-        self.read()
+        self.rotation
+            .read()
             .active()
             .and_then(|s| s.signer.clone())
             .ok_or(CaError::NoActiveCa)

@@ -11,8 +11,8 @@ use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
-    KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+    EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
 };
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -109,6 +109,45 @@ pub fn generate_key(key_type: KeyType) -> Result<GeneratedKey, CaError> {
     })
 }
 
+/// Parses an unencrypted PKCS#8 ECDSA key on `curve` (`P-256`, `P-384`) for `alg` (which also
+/// fixes the signature encoding: ASN.1 for certificates, fixed-size for JWS).
+pub(crate) fn ecdsa_from_pkcs8(
+    alg: &'static EcdsaSigningAlgorithm,
+    der: &[u8],
+    curve: &str,
+) -> Result<EcdsaKeyPair, String> {
+    EcdsaKeyPair::from_pkcs8(alg, der)
+        .map_err(|_| format!("not an unencrypted PKCS#8 ECDSA {curve} key"))
+}
+
+/// Parses an unencrypted PKCS#8 RSA key of exactly 2048 bits.
+pub(crate) fn rsa2048_from_pkcs8(der: &[u8]) -> Result<RsaKeyPair, String> {
+    let kp =
+        RsaKeyPair::from_pkcs8(der).map_err(|_| "not an unencrypted PKCS#8 RSA key".to_string())?;
+    if kp.public_modulus_len() != 256 {
+        return Err(format!(
+            "RSA key has {} bits, expected 2048",
+            kp.public_modulus_len() * 8
+        ));
+    }
+    Ok(kp)
+}
+
+/// Signs `msg` with ECDSA (in the key pair's signature encoding).
+pub(crate) fn ecdsa_sign(kp: &EcdsaKeyPair, msg: &[u8]) -> Option<Vec<u8>> {
+    kp.sign(&SystemRandom::new(), msg)
+        .ok()
+        .map(|s| s.as_ref().to_vec())
+}
+
+/// Signs `msg` with RSA PKCS#1 v1.5 and SHA-256.
+pub(crate) fn rsa_sign(kp: &RsaKeyPair, msg: &[u8]) -> Option<Vec<u8>> {
+    let mut sig = vec![0; kp.public_modulus_len()];
+    kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
+        .ok()?;
+    Some(sig)
+}
+
 /// A parsed private key that signs certificates: a Signet CA key or an upstream CA key.
 pub(crate) enum SigningKey {
     /// ECDSA P-256, signs with SHA-256.
@@ -141,22 +180,15 @@ impl SigningKey {
         let p384 = || EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, der).ok();
         let rsa = || RsaKeyPair::from_pkcs8(der).ok();
         match expected {
-            Some(KeyType::EcP256) => p256()
-                .map(SigningKey::P256)
-                .ok_or_else(|| "not an unencrypted PKCS#8 ECDSA P-256 key".to_string()),
-            Some(KeyType::EcP384) => p384()
-                .map(SigningKey::P384)
-                .ok_or_else(|| "not an unencrypted PKCS#8 ECDSA P-384 key".to_string()),
-            Some(KeyType::Rsa2048) => {
-                let kp = rsa().ok_or_else(|| "not an unencrypted PKCS#8 RSA key".to_string())?;
-                if kp.public_modulus_len() != 256 {
-                    return Err(format!(
-                        "RSA key has {} bits, expected 2048",
-                        kp.public_modulus_len() * 8
-                    ));
-                }
-                Ok(SigningKey::Rsa(kp))
+            Some(KeyType::EcP256) => {
+                ecdsa_from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, "P-256")
+                    .map(SigningKey::P256)
             }
+            Some(KeyType::EcP384) => {
+                ecdsa_from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, der, "P-384")
+                    .map(SigningKey::P384)
+            }
+            Some(KeyType::Rsa2048) => rsa2048_from_pkcs8(der).map(SigningKey::Rsa),
             None => {
                 if let Some(kp) = p256() {
                     Ok(SigningKey::P256(kp))
@@ -194,18 +226,11 @@ impl SigningKey {
     /// Signs `msg`.
     pub(crate) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, CaError> {
         match self {
-            SigningKey::P256(kp) | SigningKey::P384(kp) => kp
-                .sign(&SystemRandom::new(), msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| CaError::Signing),
-            SigningKey::Rsa(kp) => {
-                let mut sig = vec![0; kp.public_modulus_len()];
-                kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
-                    .map_err(|_| CaError::Signing)?;
-                Ok(sig)
-            }
-            SigningKey::Ed25519(kp) => Ok(kp.sign(msg).as_ref().to_vec()),
+            SigningKey::P256(kp) | SigningKey::P384(kp) => ecdsa_sign(kp, msg),
+            SigningKey::Rsa(kp) => rsa_sign(kp, msg),
+            SigningKey::Ed25519(kp) => Some(kp.sign(msg).as_ref().to_vec()),
         }
+        .ok_or(CaError::Signing)
     }
 
     /// The contents of the SubjectPublicKeyInfo's BIT STRING (EC point, RSAPublicKey, or the
@@ -240,9 +265,43 @@ pub(crate) fn key_identifier(public_key_bits: &[u8]) -> Vec<u8> {
     .to_vec()
 }
 
+/// A failure of a key directory or key file, turned into the caller's error ([`CaError`] or
+/// [`JwtError`](crate::jwt::JwtError)) with `?`.
+#[derive(Debug)]
+pub(crate) enum KeyFileError {
+    /// The directory cannot be created or secured.
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The key file named `name` does not exist.
+    Missing { name: String, path: PathBuf },
+    /// The key file cannot be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The key file cannot be written.
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<KeyFileError> for CaError {
+    fn from(e: KeyFileError) -> Self {
+        match e {
+            KeyFileError::Dir { path, source } => CaError::KeyDir { path, source },
+            KeyFileError::Missing { name, path } => CaError::KeyFileMissing { slot: name, path },
+            KeyFileError::Read { path, source } => CaError::KeyFileRead { path, source },
+            KeyFileError::Write { path, source } => CaError::KeyFileWrite { path, source },
+        }
+    }
+}
+
 /// Creates `dir` (and parents) with mode 0700, or tightens an existing one to 0700.
-pub(crate) fn ensure_key_dir(dir: &Path) -> Result<(), CaError> {
-    let err = |source| CaError::KeyDir {
+pub(crate) fn ensure_key_dir(dir: &Path) -> Result<(), KeyFileError> {
+    let err = |source| KeyFileError::Dir {
         path: dir.to_path_buf(),
         source,
     };
@@ -258,17 +317,17 @@ pub(crate) fn ensure_key_dir(dir: &Path) -> Result<(), CaError> {
     Ok(())
 }
 
-/// Path of a slot's key file.
-pub(crate) fn key_path(dir: &Path, slot_id: &str) -> PathBuf {
-    dir.join(format!("{slot_id}.key"))
+/// Path of the key file `<name>.key`.
+pub(crate) fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.key"))
 }
 
 /// Writes a key file atomically with mode 0600: a temporary file, fsync, rename, fsync of the
 /// directory.
-pub(crate) fn write_key_file(dir: &Path, slot_id: &str, pkcs8_der: &[u8]) -> Result<(), CaError> {
-    let path = key_path(dir, slot_id);
-    let tmp = dir.join(format!(".{slot_id}.key.tmp"));
-    let err = |source| CaError::KeyFileWrite {
+pub(crate) fn write_key_file(dir: &Path, name: &str, pkcs8_der: &[u8]) -> Result<(), KeyFileError> {
+    let path = key_path(dir, name);
+    let tmp = dir.join(format!(".{name}.key.tmp"));
+    let err = |source| KeyFileError::Write {
         path: path.clone(),
         source,
     };
@@ -295,40 +354,54 @@ pub(crate) fn write_key_file(dir: &Path, slot_id: &str, pkcs8_der: &[u8]) -> Res
     Ok(())
 }
 
-/// Reads and parses a slot's key file.
+/// Reads a key file (zeroized on drop), warning when group or others can access it. `what`
+/// names the key in the warning (`CA`, `JWT`).
+pub(crate) fn read_key_file_bytes(
+    dir: &Path,
+    name: &str,
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+    let path = key_path(dir, name);
+    let bytes = match fs::read(&path) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyFileError::Missing {
+                name: name.to_string(),
+                path,
+            });
+        }
+        Err(source) => return Err(KeyFileError::Read { path, source }),
+    };
+    if let Ok(meta) = fs::metadata(&path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "{what} key file is accessible by group or others; expected mode 0600");
+    }
+    Ok(bytes)
+}
+
+/// Reads and parses a CA slot's key file.
 pub(crate) fn read_key_file(
     dir: &Path,
     slot_id: &str,
     key_type: KeyType,
 ) -> Result<SigningKey, CaError> {
-    let path = key_path(dir, slot_id);
-    let bytes = match fs::read(&path) {
-        Ok(b) => Zeroizing::new(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CaError::KeyFileMissing {
-                slot: slot_id.to_string(),
-                path,
-            });
-        }
-        Err(source) => return Err(CaError::KeyFileRead { path, source }),
-    };
-    if let Ok(meta) = fs::metadata(&path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "CA key file is accessible by group or others; expected mode 0600");
-    }
-    SigningKey::from_pkcs8(&bytes, Some(key_type))
-        .map_err(|reason| CaError::InvalidKeyFile { path, reason })
+    let bytes = read_key_file_bytes(dir, slot_id, "CA")?;
+    SigningKey::from_pkcs8(&bytes, Some(key_type)).map_err(|reason| CaError::InvalidKeyFile {
+        path: key_path(dir, slot_id),
+        reason,
+    })
 }
 
-/// Deletes a slot's key file; a missing file is not an error.
-pub(crate) fn delete_key_file(dir: &Path, slot_id: &str) {
-    let path = key_path(dir, slot_id);
+/// Deletes a retired key's file; a missing file is not an error. `what` names the key in the
+/// warning (`CA`, `JWT`).
+pub(crate) fn delete_key_file(dir: &Path, name: &str, what: &str) {
+    let path = key_path(dir, name);
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot delete retired CA key file");
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired {what} key file");
         }
     }
 }

@@ -19,6 +19,7 @@ mod cert;
 mod csr;
 mod der;
 mod keys;
+mod rotation;
 mod upstream;
 
 use std::fmt;

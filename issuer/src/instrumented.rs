@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use signet_store::{
-    AttestedAgent, AuditEvent, EntryChanges, EntryFilter, JoinToken, JoinTokenRedemption,
-    JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry, Result, Selector, Store,
-    StoredBundle,
+    AttestedAgent, AuditEvent, EntryChanges, EntryFilter, FederationRelationship, JoinToken,
+    JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry, Result,
+    Selector, Store, StoredBundle,
 };
 
 use crate::metrics::Metrics;
@@ -168,6 +168,54 @@ impl Store for InstrumentedStore {
     async fn delete_bundle(&self, trust_domain: &str) -> Result<()> {
         self.timed("delete_bundle", self.inner.delete_bundle(trust_domain))
             .await
+    }
+    async fn create_federation_relationship(
+        &self,
+        relationship: FederationRelationship,
+        bundle: Option<StoredBundle>,
+    ) -> Result<()> {
+        self.timed(
+            "create_federation_relationship",
+            self.inner
+                .create_federation_relationship(relationship, bundle),
+        )
+        .await
+    }
+    async fn update_federation_relationship(
+        &self,
+        relationship: FederationRelationship,
+        bundle: Option<StoredBundle>,
+    ) -> Result<()> {
+        self.timed(
+            "update_federation_relationship",
+            self.inner
+                .update_federation_relationship(relationship, bundle),
+        )
+        .await
+    }
+    async fn get_federation_relationship(
+        &self,
+        trust_domain: &str,
+    ) -> Result<Option<FederationRelationship>> {
+        self.timed(
+            "get_federation_relationship",
+            self.inner.get_federation_relationship(trust_domain),
+        )
+        .await
+    }
+    async fn list_federation_relationships(&self) -> Result<Vec<FederationRelationship>> {
+        self.timed(
+            "list_federation_relationships",
+            self.inner.list_federation_relationships(),
+        )
+        .await
+    }
+    async fn delete_federation_relationship(&self, trust_domain: &str) -> Result<()> {
+        self.timed(
+            "delete_federation_relationship",
+            self.inner.delete_federation_relationship(trust_domain),
+        )
+        .await
     }
     async fn load_journal(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.timed("load_journal", self.inner.load_journal(name))

@@ -3,7 +3,8 @@
 //! - [`id`]: SPIFFE IDs and trust domains, with every rule of the SPIFFE-ID standard.
 //! - [`bundle`]: the SPIFFE trust bundle (a JWK Set with `spiffe_sequence` and `spiffe_refresh_hint`).
 //! - [`svid`]: the X509-SVID rules, for leaves and signing certificates, and chain verification.
-//! - [`tls`]: rustls verifiers that authenticate peers by SPIFFE ID against a trust bundle.
+//! - [`tls`]: peer authentication by SPIFFE ID against a trust bundle, and the rustls verifier
+//!   adapter that applies it to TLS handshakes.
 //!
 //! This crate holds no keys and performs no I/O.
 

@@ -1,7 +1,10 @@
 //! Helpers shared by both backends: row types, JSON columns, the entry identity hash, error
 //! mapping.
 
-use crate::{AttestedAgent, NewEntry, RegistrationEntry, Selector, StoreError};
+use crate::{
+    AttestedAgent, FederationRelationship, JoinToken, NewEntry, RegistrationEntry, Selector,
+    StoreError, StoredBundle,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Columns selected for an entry, in [`EntryRow`] order.
@@ -16,6 +19,17 @@ pub(crate) const AGENT_COLUMNS: &str = "spiffe_id, attestation_type, serial, exp
 /// Columns selected for an audit event, in [`AuditRow`] order.
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, time_ms, kind, actor, subject, outcome, details, prev_hash, hash";
+
+/// Columns selected for a join token, in [`JoinTokenRow`] order.
+pub(crate) const JOIN_TOKEN_COLUMNS: &str =
+    "token_hash, expires_at, alias_spiffe_id, created_at, used_at";
+
+/// Columns selected for a bundle, in [`BundleRow`] order.
+pub(crate) const BUNDLE_COLUMNS: &str = "trust_domain, document, own, updated_at";
+
+/// Columns selected for a federation relationship, in [`RelationshipRow`] order.
+pub(crate) const RELATIONSHIP_COLUMNS: &str = "trust_domain, bundle_endpoint_url, profile, \
+     endpoint_spiffe_id, ca_bundle_pem, created_at, updated_at";
 
 /// Binds per statement at most (SQLite allows 32766, PostgreSQL 65535).
 pub(crate) const MAX_BINDS: usize = 30_000;
@@ -72,6 +86,54 @@ impl EntryRow {
 
 pub(crate) fn entries_from_rows(rows: Vec<EntryRow>) -> Result<Vec<RegistrationEntry>, StoreError> {
     rows.into_iter().map(EntryRow::into_entry).collect()
+}
+
+/// A `join_tokens` row.
+pub(crate) type JoinTokenRow = (String, i64, Option<String>, i64, Option<i64>);
+
+pub(crate) fn token_from_row(row: JoinTokenRow) -> JoinToken {
+    JoinToken {
+        token_hash: row.0,
+        expires_at: row.1,
+        alias_spiffe_id: row.2,
+        created_at: row.3,
+        used_at: row.4,
+    }
+}
+
+/// A `bundles` row.
+pub(crate) type BundleRow = (String, String, bool, i64);
+
+pub(crate) fn bundle_from_row(row: BundleRow) -> StoredBundle {
+    StoredBundle {
+        trust_domain: row.0,
+        document: row.1,
+        own: row.2,
+        updated_at: row.3,
+    }
+}
+
+/// A `federation_relationships` row.
+pub(crate) type RelationshipRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+pub(crate) fn relationship_from_row(row: RelationshipRow) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: row.0,
+        bundle_endpoint_url: row.1,
+        profile: row.2,
+        endpoint_spiffe_id: row.3,
+        ca_bundle_pem: row.4,
+        created_at: row.5,
+        updated_at: row.6,
+    }
 }
 
 /// An `agents` row.

@@ -13,6 +13,7 @@ mod audit;
 mod common;
 mod model;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -162,6 +163,36 @@ pub trait Store: Send + Sync + 'static {
     async fn list_bundles(&self) -> Result<Vec<StoredBundle>>;
     /// Deletes a bundle ([`StoreError::NotFound`] if there is none).
     async fn delete_bundle(&self, trust_domain: &str) -> Result<()>;
+
+    // ---- federation relationships ----
+
+    /// Creates a federation relationship and, in the same transaction, stores `bundle` (the
+    /// bootstrap bundle of the federated trust domain, replacing any stored one) when given.
+    /// Fails with [`StoreError::AlreadyExists`] when a relationship with the same trust domain
+    /// exists; then nothing is stored.
+    async fn create_federation_relationship(
+        &self,
+        relationship: FederationRelationship,
+        bundle: Option<StoredBundle>,
+    ) -> Result<()>;
+    /// Replaces the relationship of `relationship.trust_domain` (keeping its `created_at`) and,
+    /// in the same transaction, stores `bundle` when given. Unknown trust domain:
+    /// [`StoreError::NotFound`], and nothing is stored.
+    async fn update_federation_relationship(
+        &self,
+        relationship: FederationRelationship,
+        bundle: Option<StoredBundle>,
+    ) -> Result<()>;
+    /// Fetches one relationship.
+    async fn get_federation_relationship(
+        &self,
+        trust_domain: &str,
+    ) -> Result<Option<FederationRelationship>>;
+    /// Lists every relationship, ordered by trust domain.
+    async fn list_federation_relationships(&self) -> Result<Vec<FederationRelationship>>;
+    /// Deletes a relationship ([`StoreError::NotFound`] if there is none). The trust domain's
+    /// bundle is kept (delete it with [`Store::delete_bundle`]).
+    async fn delete_federation_relationship(&self, trust_domain: &str) -> Result<()>;
 
     // ---- CA journal ----
 

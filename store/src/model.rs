@@ -188,6 +188,27 @@ pub struct StoredBundle {
     pub updated_at: i64,
 }
 
+/// A federation relationship created through the admin API: where and how to fetch the bundle of
+/// a federated trust domain. The bundle itself is a [`StoredBundle`] (`own = false`) of the same
+/// trust domain. The store validates nothing here; the issuer does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationRelationship {
+    /// Bare name of the federated trust domain (the key).
+    pub trust_domain: String,
+    /// URL of its bundle endpoint (`https://...`).
+    pub bundle_endpoint_url: String,
+    /// Endpoint profile: `https_web` or `https_spiffe`.
+    pub profile: String,
+    /// `https_spiffe`: the SPIFFE ID the endpoint must present.
+    pub endpoint_spiffe_id: Option<String>,
+    /// `https_web`: PEM roots to trust for the endpoint instead of the system roots.
+    pub ca_bundle_pem: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+}
+
 /// An audit event to append.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NewAuditEvent {

@@ -10,9 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::{
-    AttestedAgent, AuditChainError, DeletedEntry, EntryFilter, EntryMove, JoinToken,
-    JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry, Selector,
-    Store, StoreError, StoredBundle, audit_hash, verify_audit_chain,
+    AttestedAgent, AuditChainError, DeletedEntry, EntryFilter, EntryMove, FederationRelationship,
+    JoinToken, JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry,
+    Selector, Store, StoreError, StoredBundle, audit_hash, verify_audit_chain,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -49,6 +49,7 @@ macro_rules! for_each_store_test {
             join_token_redeem_banned_agent_leaves_token_unspent,
             join_token_concurrent_redeem,
             bundles,
+            federation_relationships,
             journals,
             audit_append_and_verify,
             audit_tamper_detection,
@@ -1472,6 +1473,181 @@ pub async fn bundles(store: &dyn Store) {
         "{err:?}"
     );
     assert_eq!(store.list_bundles().await.unwrap().len(), 2);
+}
+
+/// Federation relationships: create (with and without a bootstrap bundle, atomically), duplicate,
+/// update (keeps `created_at`), get, list in order, delete (keeps the bundle), not found.
+pub async fn federation_relationships(store: &dyn Store) {
+    let rel = |td: &str, url: &str, profile: &str, at: i64| FederationRelationship {
+        trust_domain: td.into(),
+        bundle_endpoint_url: url.into(),
+        profile: profile.into(),
+        endpoint_spiffe_id: (profile == "https_spiffe")
+            .then(|| format!("spiffe://{td}/signet/issuer")),
+        ca_bundle_pem: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let bundle = |td: &str, doc: &str, at: i64| StoredBundle {
+        trust_domain: td.into(),
+        document: doc.into(),
+        own: false,
+        updated_at: at,
+    };
+    assert_eq!(
+        store
+            .get_federation_relationship("partner.org")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .list_federation_relationships()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let partner = rel(
+        "partner.org",
+        "https://partner.org:8443/",
+        "https_spiffe",
+        10,
+    );
+    let boot = bundle("partner.org", r#"{"keys":[],"spiffe_sequence":3}"#, 10);
+    store
+        .create_federation_relationship(partner.clone(), Some(boot.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_federation_relationship("partner.org")
+            .await
+            .unwrap(),
+        Some(partner.clone())
+    );
+    assert_eq!(
+        store.get_bundle("partner.org").await.unwrap(),
+        Some(boot.clone())
+    );
+
+    let mut web = rel("a-web.org", "https://bundles.a-web.org/", "https_web", 11);
+    web.ca_bundle_pem = Some("-----BEGIN CERTIFICATE-----\n...".into());
+    store
+        .create_federation_relationship(web.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(store.get_bundle("a-web.org").await.unwrap(), None);
+
+    // A duplicate is refused and its bundle is not stored either.
+    let other_boot = bundle("partner.org", r#"{"keys":[],"spiffe_sequence":9}"#, 12);
+    let err = store
+        .create_federation_relationship(
+            rel("partner.org", "https://elsewhere/", "https_web", 12),
+            Some(other_boot),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
+    assert_eq!(
+        store.get_bundle("partner.org").await.unwrap(),
+        Some(boot.clone())
+    );
+    assert_eq!(
+        store
+            .get_federation_relationship("partner.org")
+            .await
+            .unwrap(),
+        Some(partner.clone())
+    );
+
+    // Update replaces every field but created_at, and stores the given bundle.
+    let mut changed = rel("partner.org", "https://partner.org:9443/b", "https_web", 99);
+    changed.updated_at = 20;
+    let newer = bundle("partner.org", r#"{"keys":[],"spiffe_sequence":4}"#, 20);
+    store
+        .update_federation_relationship(changed.clone(), Some(newer.clone()))
+        .await
+        .unwrap();
+    let got = store
+        .get_federation_relationship("partner.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.created_at, 10);
+    assert_eq!(got.updated_at, 20);
+    assert_eq!(got.bundle_endpoint_url, "https://partner.org:9443/b");
+    assert_eq!(got.profile, "https_web");
+    assert_eq!(got.endpoint_spiffe_id, None);
+    assert_eq!(
+        store.get_bundle("partner.org").await.unwrap(),
+        Some(newer.clone())
+    );
+    store
+        .update_federation_relationship(got.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_bundle("partner.org").await.unwrap(),
+        Some(newer.clone())
+    );
+
+    // Updating an unknown relationship stores nothing.
+    let err = store
+        .update_federation_relationship(
+            rel("nobody.org", "https://nobody/", "https_web", 30),
+            Some(bundle("nobody.org", r#"{"keys":[]}"#, 30)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { kind: "federation relationship", id } if id == "nobody.org"),
+        "{err:?}"
+    );
+    assert_eq!(store.get_bundle("nobody.org").await.unwrap(), None);
+
+    let tds: Vec<String> = store
+        .list_federation_relationships()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.trust_domain)
+        .collect();
+    assert_eq!(tds, vec!["a-web.org", "partner.org"]);
+    assert_eq!(
+        store
+            .get_federation_relationship("a-web.org")
+            .await
+            .unwrap(),
+        Some(web)
+    );
+
+    // Delete keeps the bundle.
+    store
+        .delete_federation_relationship("partner.org")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_federation_relationship("partner.org")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get_bundle("partner.org").await.unwrap(), Some(newer));
+    let err = store
+        .delete_federation_relationship("partner.org")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { kind: "federation relationship", id } if id == "partner.org"),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.list_federation_relationships().await.unwrap().len(),
+        1
+    );
 }
 
 /// Journals: missing is `None`; save replaces; binary data round-trips exactly.

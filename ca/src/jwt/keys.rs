@@ -1,16 +1,12 @@
 //! JWT signing keys: parsing, JWS signatures, public JWKs, thumbprints and key files.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
-    RSA_PKCS1_SHA256, RsaKeyPair,
+    RsaKeyPair,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,10 +14,13 @@ use serde_json::{Map, Value};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
-use zeroize::Zeroizing;
 
 use super::{JwtError, jwt_algorithm};
 use crate::KeyType;
+use crate::keys::{
+    KeyFileError, ecdsa_from_pkcs8, ecdsa_sign, key_path, read_key_file_bytes, rsa_sign,
+    rsa2048_from_pkcs8,
+};
 
 /// A parsed JWT signing key.
 pub(super) enum JwtSigningKey {
@@ -44,40 +43,21 @@ impl JwtSigningKey {
     /// Parses an unencrypted PKCS#8 key of `key_type`.
     pub(super) fn from_pkcs8(der: &[u8], key_type: KeyType) -> Result<Self, String> {
         match key_type {
-            KeyType::EcP256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                .map(JwtSigningKey::Ecdsa)
-                .map_err(|_| "not an unencrypted PKCS#8 ECDSA P-256 key".to_owned()),
-            KeyType::EcP384 => EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der)
-                .map(JwtSigningKey::Ecdsa)
-                .map_err(|_| "not an unencrypted PKCS#8 ECDSA P-384 key".to_owned()),
-            KeyType::Rsa2048 => {
-                let kp = RsaKeyPair::from_pkcs8(der)
-                    .map_err(|_| "not an unencrypted PKCS#8 RSA key".to_owned())?;
-                if kp.public_modulus_len() != 256 {
-                    return Err(format!(
-                        "RSA key has {} bits, expected 2048",
-                        kp.public_modulus_len() * 8
-                    ));
-                }
-                Ok(JwtSigningKey::Rsa(kp))
-            }
+            KeyType::EcP256 => ecdsa_from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, "P-256")
+                .map(JwtSigningKey::Ecdsa),
+            KeyType::EcP384 => ecdsa_from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der, "P-384")
+                .map(JwtSigningKey::Ecdsa),
+            KeyType::Rsa2048 => rsa2048_from_pkcs8(der).map(JwtSigningKey::Rsa),
         }
     }
 
     /// Signs the JWS signing input.
     pub(super) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JwtError> {
         match self {
-            JwtSigningKey::Ecdsa(kp) => kp
-                .sign(&SystemRandom::new(), msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| JwtError::Signing),
-            JwtSigningKey::Rsa(kp) => {
-                let mut sig = vec![0; kp.public_modulus_len()];
-                kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
-                    .map_err(|_| JwtError::Signing)?;
-                Ok(sig)
-            }
+            JwtSigningKey::Ecdsa(kp) => ecdsa_sign(kp, msg),
+            JwtSigningKey::Rsa(kp) => rsa_sign(kp, msg),
         }
+        .ok_or(JwtError::Signing)
     }
 
     /// The public JWK: `kty`, the key parameters, `kid` (the RFC 7638 thumbprint) and `alg`.
@@ -170,59 +150,15 @@ pub(super) fn valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Creates `dir` (and parents) with mode 0700, or tightens an existing one to 0700.
-pub(super) fn ensure_key_dir(dir: &Path) -> Result<(), JwtError> {
-    let err = |source| JwtError::KeyDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    let meta = fs::metadata(dir).map_err(err)?;
-    if meta.permissions().mode() & 0o777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+impl From<KeyFileError> for JwtError {
+    fn from(e: KeyFileError) -> Self {
+        match e {
+            KeyFileError::Dir { path, source } => JwtError::KeyDir { path, source },
+            KeyFileError::Missing { name, path } => JwtError::KeyFileMissing { kid: name, path },
+            KeyFileError::Read { path, source } => JwtError::KeyFileRead { path, source },
+            KeyFileError::Write { path, source } => JwtError::KeyFileWrite { path, source },
+        }
     }
-    Ok(())
-}
-
-/// Path of a key's file.
-pub(super) fn key_path(dir: &Path, kid: &str) -> PathBuf {
-    dir.join(format!("{kid}.key"))
-}
-
-/// Writes a key file atomically with mode 0600: a temporary file, fsync, rename, fsync of the
-/// directory.
-pub(super) fn write_key_file(dir: &Path, kid: &str, pkcs8_der: &[u8]) -> Result<(), JwtError> {
-    let path = key_path(dir, kid);
-    let tmp = dir.join(format!(".{kid}.key.tmp"));
-    let err = |source| JwtError::KeyFileWrite {
-        path: path.clone(),
-        source,
-    };
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(pkcs8_der)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
 }
 
 /// Reads and parses a key file.
@@ -231,36 +167,11 @@ pub(super) fn read_key_file(
     kid: &str,
     key_type: KeyType,
 ) -> Result<JwtSigningKey, JwtError> {
-    let path = key_path(dir, kid);
-    let bytes = match fs::read(&path) {
-        Ok(b) => Zeroizing::new(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(JwtError::KeyFileMissing {
-                kid: kid.to_owned(),
-                path,
-            });
-        }
-        Err(source) => return Err(JwtError::KeyFileRead { path, source }),
-    };
-    if let Ok(meta) = fs::metadata(&path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "JWT key file is accessible by group or others; expected mode 0600");
-    }
-    JwtSigningKey::from_pkcs8(&bytes, key_type)
-        .map_err(|reason| JwtError::InvalidKeyFile { path, reason })
-}
-
-/// Deletes a key file; a missing file is not an error.
-pub(super) fn delete_key_file(dir: &Path, kid: &str) {
-    let path = key_path(dir, kid);
-    match fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired JWT key file");
-        }
-    }
+    let bytes = read_key_file_bytes(dir, kid, "JWT")?;
+    JwtSigningKey::from_pkcs8(&bytes, key_type).map_err(|reason| JwtError::InvalidKeyFile {
+        path: key_path(dir, kid),
+        reason,
+    })
 }
 
 #[cfg(test)]

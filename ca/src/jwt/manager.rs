@@ -1,8 +1,8 @@
 //! The JWT key manager: key slots, rotation, journal and JWT-SVID minting.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
@@ -16,6 +16,10 @@ use super::{
     IssuedJwtSvid, JwtError, JwtKeyConfig, JwtKeyInfo, JwtRotationOutcome, MIN_JWT_KEY_TTL,
     RETIRED_KEY_GRACE_SECS, jwt_algorithm,
 };
+use crate::rotation::{
+    Rotated, RotatingSlot, Rotation, RotationError, SlotMaker, Slots, check_journal_states,
+    system_time, unix_secs,
+};
 use crate::{KeyType, SlotState, generate_key};
 
 const JOURNAL_VERSION: u32 = 1;
@@ -23,14 +27,7 @@ const JOURNAL_VERSION: u32 = 1;
 const JTI_BYTES: usize = 16;
 
 fn unix(t: SystemTime) -> Result<i64, JwtError> {
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .ok_or(JwtError::InvalidTime("time is before 1970 or out of range"))
-}
-
-fn system_time(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    unix_secs(t).ok_or(JwtError::InvalidTime("time is before 1970 or out of range"))
 }
 
 fn secs_i64(d: Duration) -> i64 {
@@ -95,7 +92,7 @@ struct Claims<'a> {
 }
 
 /// One JWT key generation.
-struct Slot {
+pub(crate) struct Slot {
     kid: String,
     state: SlotState,
     key_type: KeyType,
@@ -111,28 +108,19 @@ struct Slot {
     signer: Option<Arc<Signer>>,
 }
 
-impl Slot {
-    fn info(&self) -> JwtKeyInfo {
-        JwtKeyInfo {
-            kid: self.kid.clone(),
-            state: self.state,
-            key_type: self.key_type,
-            algorithm: jwt_algorithm(self.key_type),
-            created_at: system_time(self.created_at),
-            not_after: system_time(self.not_after),
-            retired_at: self.retired_at.map(system_time),
-            published_until: self.publish_until.map(system_time),
-        }
+impl RotatingSlot for Slot {
+    type Info = JwtKeyInfo;
+
+    fn id(&self) -> &str {
+        &self.kid
     }
 
-    /// When the next key is prepared: half of this key's lifetime.
-    fn prepare_at(&self) -> i64 {
-        self.created_at + (self.not_after - self.created_at) / 2
+    fn state(&self) -> SlotState {
+        self.state
     }
 
-    /// When the next key is activated: five sixths of this key's lifetime.
-    fn activate_at(&self) -> i64 {
-        self.created_at + (self.not_after - self.created_at) / 6 * 5
+    fn activate(&mut self) {
+        self.state = SlotState::Active;
     }
 
     /// Stops signing at `now`; stays published until every token it may have signed expired.
@@ -147,6 +135,38 @@ impl Slot {
         );
     }
 
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// A retired key goes once every token it may have signed expired.
+    fn prunable(&self, now: i64) -> bool {
+        self.publish_until.is_some_and(|until| now >= until)
+    }
+
+    fn published(&self) -> &[u8] {
+        self.kid.as_bytes()
+    }
+
+    fn info(&self) -> JwtKeyInfo {
+        JwtKeyInfo {
+            kid: self.kid.clone(),
+            state: self.state,
+            key_type: self.key_type,
+            algorithm: jwt_algorithm(self.key_type),
+            created_at: system_time(self.created_at),
+            not_after: system_time(self.not_after),
+            retired_at: self.retired_at.map(system_time),
+            published_until: self.publish_until.map(system_time),
+        }
+    }
+}
+
+impl Slot {
     fn authority(&self) -> JwtAuthority {
         JwtAuthority {
             key_id: self.kid.clone(),
@@ -155,32 +175,23 @@ impl Slot {
     }
 }
 
-struct State {
-    slots: Vec<Slot>,
-    sequence: u64,
+impl From<RotationError> for JwtError {
+    fn from(e: RotationError) -> Self {
+        match e {
+            RotationError::NoPrepared => JwtError::NoPreparedKey,
+            RotationError::Expired { id, not_after } => JwtError::KeyExpired { kid: id, not_after },
+        }
+    }
 }
 
-impl State {
-    fn active(&self) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.state == SlotState::Active)
-    }
-
-    fn prepared(&self) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.state == SlotState::Prepared)
-    }
-
-    fn published_kids(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.kid.clone()).collect()
-    }
-
-    /// Applies `f`, bumping the sequence when the published keys changed.
-    fn change<R>(&mut self, f: impl FnOnce(&mut State) -> R) -> R {
-        let before = self.published_kids();
-        let r = f(self);
-        if self.published_kids() != before {
-            self.sequence += 1;
+impl From<Rotated<JwtKeyInfo>> for JwtRotationOutcome {
+    fn from(r: Rotated<JwtKeyInfo>) -> Self {
+        match r {
+            Rotated::Unchanged => JwtRotationOutcome::Unchanged,
+            Rotated::Prepared(info) => JwtRotationOutcome::Prepared(info),
+            Rotated::Activated(info) => JwtRotationOutcome::Activated(info),
+            Rotated::Pruned(kids) => JwtRotationOutcome::Pruned(kids),
         }
-        r
     }
 }
 
@@ -215,14 +226,13 @@ struct JournalKey {
 /// clone the active signer; rotation generates keys outside the lock.
 pub struct JwtKeyManager {
     cfg: JwtKeyConfig,
-    state: RwLock<State>,
-    /// Serializes rotation so that two callers never prepare twice.
-    rotation: Mutex<()>,
+    /// The keys; the sequence counts changes of the published keys.
+    rotation: Rotation<Slot>,
 }
 
 impl fmt::Debug for JwtKeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = self.read();
+        let st = self.rotation.read();
         f.debug_struct("JwtKeyManager")
             .field("trust_domain", &self.cfg.trust_domain.name())
             .field("key_type", &self.cfg.key_type)
@@ -258,27 +268,27 @@ impl JwtKeyManager {
             return Err(JwtError::InvalidMaxTokenTtl);
         }
         let now_s = unix(now)?;
-        keys::ensure_key_dir(&cfg.key_dir)?;
+        crate::keys::ensure_key_dir(&cfg.key_dir)?;
         let state = match journal {
             Some(bytes) => Self::load_journal(&cfg, bytes)?,
-            None => State {
+            None => Slots {
                 slots: Vec::new(),
                 sequence: 0,
             },
         };
         let manager = JwtKeyManager {
             cfg,
-            state: RwLock::new(state),
-            rotation: Mutex::new(()),
+            rotation: Rotation::new(state),
         };
         if journal.is_none() {
-            let slot = manager.create_slot(now_s, SlotState::Active)?;
-            manager.write().change(|st| st.slots.push(slot));
+            manager
+                .rotation
+                .push(manager.create_slot(now_s, SlotState::Active)?);
         }
         Ok(manager)
     }
 
-    fn load_journal(cfg: &JwtKeyConfig, bytes: &[u8]) -> Result<State, JwtError> {
+    fn load_journal(cfg: &JwtKeyConfig, bytes: &[u8]) -> Result<Slots<Slot>, JwtError> {
         let corrupt = |why: String| JwtError::JournalCorrupt(why);
         let j: Journal = serde_json::from_slice(bytes)
             .map_err(|e| corrupt(format!("not a JWT key journal: {e}")))?;
@@ -294,16 +304,7 @@ impl JwtKeyManager {
                 config: cfg.trust_domain.name().to_owned(),
             });
         }
-        let count = |s: SlotState| j.keys.iter().filter(|k| k.state == s).count();
-        if count(SlotState::Active) != 1 {
-            return Err(corrupt(format!(
-                "expected exactly one active key, found {}",
-                count(SlotState::Active)
-            )));
-        }
-        if count(SlotState::Prepared) > 1 {
-            return Err(corrupt("more than one prepared key".to_owned()));
-        }
+        check_journal_states(j.keys.iter().map(|k| k.state), "key").map_err(corrupt)?;
         let mut slots: Vec<Slot> = Vec::with_capacity(j.keys.len());
         for jk in j.keys {
             if !keys::valid_kid(&jk.kid) || slots.iter().any(|s| s.kid == jk.kid) {
@@ -372,19 +373,17 @@ impl JwtKeyManager {
         bundle
             .to_json()
             .map_err(|e| corrupt(format!("unusable public key: {e}")))?;
-        Ok(State {
+        Ok(Slots {
             slots,
             sequence: j.sequence,
         })
     }
+}
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
-    }
+impl SlotMaker for JwtKeyManager {
+    type Slot = Slot;
+    type Error = JwtError;
+    const NOUN: &'static str = "JWT key";
 
     /// Creates a new key (key file written) without touching the state.
     fn create_slot(&self, now: i64, state: SlotState) -> Result<Slot, JwtError> {
@@ -401,7 +400,7 @@ impl JwtKeyManager {
         let not_after = now.saturating_add(secs_i64(self.cfg.key_ttl));
         let signer = Signer::new(&kid, key, key_type, not_after)?;
         // Last step: nothing is written unless everything before succeeded.
-        keys::write_key_file(&self.cfg.key_dir, &kid, &generated.pkcs8_der)?;
+        crate::keys::write_key_file(&self.cfg.key_dir, &kid, &generated.pkcs8_der)?;
         tracing::info!(kid = %kid, state = %state, key_type = %key_type, "created JWT key");
         Ok(Slot {
             kid,
@@ -417,10 +416,16 @@ impl JwtKeyManager {
         })
     }
 
+    fn delete_key_file(&self, kid: &str) {
+        crate::keys::delete_key_file(&self.cfg.key_dir, kid, "JWT");
+    }
+}
+
+impl JwtKeyManager {
     /// Serialized journal (JSON): key IDs, states, times and public JWKs, and the sequence. It
     /// never contains private key material. Persist it whenever rotation changed something.
     pub fn journal_bytes(&self) -> Result<Vec<u8>, JwtError> {
-        let st = self.read();
+        let st = self.rotation.read();
         let j = Journal {
             version: JOURNAL_VERSION,
             trust_domain: self.cfg.trust_domain.name().to_owned(),
@@ -459,108 +464,14 @@ impl JwtKeyManager {
     /// [`JwtRotationOutcome::Unchanged`].
     pub fn rotate_if_due(&self, now: SystemTime) -> Result<JwtRotationOutcome, JwtError> {
         let now_s = unix(now)?;
-        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        enum Step {
-            Emergency,
-            Activate,
-            Prepare,
-            Prune,
-            Nothing,
-        }
-        let step = {
-            let st = self.read();
-            match st.active() {
-                None => Step::Emergency,
-                Some(active) if now_s >= active.not_after => match st.prepared() {
-                    Some(p) if now_s < p.not_after => Step::Activate,
-                    _ => Step::Emergency,
-                },
-                Some(active) => match st.prepared() {
-                    Some(_) if now_s >= active.activate_at() => Step::Activate,
-                    None if now_s >= active.prepare_at() => Step::Prepare,
-                    _ if st.slots.iter().any(|s| prunable(s, now_s)) => Step::Prune,
-                    _ => Step::Nothing,
-                },
-            }
-        };
-        match step {
-            Step::Nothing => Ok(JwtRotationOutcome::Unchanged),
-            Step::Activate => self
-                .activate_locked(now_s)
-                .map(JwtRotationOutcome::Activated),
-            Step::Prepare => self.prepare_locked(now_s).map(JwtRotationOutcome::Prepared),
-            Step::Prune => {
-                let pruned: Vec<String> = self.write().change(|st| {
-                    let (gone, keep): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut st.slots)
-                        .into_iter()
-                        .partition(|s| prunable(s, now_s));
-                    st.slots = keep;
-                    gone.into_iter().map(|s| s.kid).collect()
-                });
-                for kid in &pruned {
-                    keys::delete_key_file(&self.cfg.key_dir, kid);
-                    tracing::info!(kid = %kid, "pruned retired JWT key");
-                }
-                Ok(JwtRotationOutcome::Pruned(pruned))
-            }
-            Step::Emergency => {
-                let slot = self.create_slot(now_s, SlotState::Active)?;
-                let info = slot.info();
-                let dropped = self.write().change(|st| {
-                    let mut dropped = Vec::new();
-                    st.slots.retain(|s| {
-                        let expired_prepared =
-                            s.state == SlotState::Prepared && now_s >= s.not_after;
-                        if expired_prepared {
-                            dropped.push(s.kid.clone());
-                        }
-                        !expired_prepared
-                    });
-                    for s in &mut st.slots {
-                        if s.state == SlotState::Active {
-                            s.retire(now_s);
-                        }
-                    }
-                    st.slots.push(slot);
-                    dropped
-                });
-                for kid in &dropped {
-                    keys::delete_key_file(&self.cfg.key_dir, kid);
-                }
-                tracing::warn!(kid = %info.kid, "active JWT key had reached its end of life; activated a new key at once");
-                Ok(JwtRotationOutcome::Activated(info))
-            }
-        }
+        self.rotation.rotate_if_due(self, now_s).map(Into::into)
     }
 
     /// Prepares the next key now: it is published in [`authorities`](Self::authorities) at once
     /// and signs nothing until activated. An already prepared key is replaced.
     pub fn prepare(&self, now: SystemTime) -> Result<JwtKeyInfo, JwtError> {
         let now_s = unix(now)?;
-        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        self.prepare_locked(now_s)
-    }
-
-    fn prepare_locked(&self, now_s: i64) -> Result<JwtKeyInfo, JwtError> {
-        let slot = self.create_slot(now_s, SlotState::Prepared)?;
-        let info = slot.info();
-        let replaced = self.write().change(|st| {
-            let replaced: Vec<String> = st
-                .slots
-                .iter()
-                .filter(|s| s.state == SlotState::Prepared)
-                .map(|s| s.kid.clone())
-                .collect();
-            st.slots.retain(|s| s.state != SlotState::Prepared);
-            st.slots.push(slot);
-            replaced
-        });
-        for kid in &replaced {
-            keys::delete_key_file(&self.cfg.key_dir, kid);
-            tracing::info!(kid = %kid, "replaced prepared JWT key");
-        }
-        tracing::info!(kid = %info.kid, "prepared JWT key (published, not signing yet)");
-        Ok(info)
+        self.rotation.prepare(self, now_s)
     }
 
     /// Activates the prepared key now; the active one is retired and stays published until every
@@ -568,57 +479,30 @@ impl JwtKeyManager {
     /// verifiers have not fetched yet makes its tokens fail until they refresh their bundle.)
     pub fn activate(&self, now: SystemTime) -> Result<JwtKeyInfo, JwtError> {
         let now_s = unix(now)?;
-        let _serial = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        self.activate_locked(now_s)
-    }
-
-    fn activate_locked(&self, now_s: i64) -> Result<JwtKeyInfo, JwtError> {
-        let mut st = self.write();
-        let Some(prepared) = st.prepared() else {
-            return Err(JwtError::NoPreparedKey);
-        };
-        if now_s >= prepared.not_after {
-            return Err(JwtError::KeyExpired {
-                kid: prepared.kid.clone(),
-                not_after: prepared.not_after,
-            });
-        }
-        let info = st.change(|st| {
-            let mut info = None;
-            for s in &mut st.slots {
-                match s.state {
-                    SlotState::Active => s.retire(now_s),
-                    SlotState::Prepared => {
-                        s.state = SlotState::Active;
-                        info = Some(s.info());
-                    }
-                    SlotState::Retired => {}
-                }
-            }
-            info
-        });
-        drop(st);
-        let info = info.ok_or(JwtError::NoPreparedKey)?;
-        tracing::info!(kid = %info.kid, "activated JWT key");
-        Ok(info)
+        self.rotation.activate::<Self>(now_s)
     }
 
     /// All keys, oldest first.
     pub fn keys(&self) -> Vec<JwtKeyInfo> {
-        self.read().slots.iter().map(Slot::info).collect()
+        self.rotation.read().slots.iter().map(Slot::info).collect()
     }
 
     /// The JWT authorities to publish in the trust bundle (prepared, active and retired keys
     /// until pruned), oldest first. Each JWK carries `kty`, its key parameters, `kid` and `alg`;
     /// [`Bundle::to_json`] adds `use: "jwt-svid"`.
     pub fn authorities(&self) -> Vec<JwtAuthority> {
-        self.read().slots.iter().map(Slot::authority).collect()
+        self.rotation
+            .read()
+            .slots
+            .iter()
+            .map(Slot::authority)
+            .collect()
     }
 
     /// Increases whenever [`authorities`](Self::authorities) changes. The issuer combines it with
     /// the CA's bundle sequence into the bundle's `spiffe_sequence`.
     pub fn sequence(&self) -> u64 {
-        self.read().sequence
+        self.rotation.read().sequence
     }
 
     /// The configuration.
@@ -627,7 +511,8 @@ impl JwtKeyManager {
     }
 
     fn active_signer(&self) -> Result<Arc<Signer>, JwtError> {
-        self.read()
+        self.rotation
+            .read()
             .active()
             .and_then(|s| s.signer.clone())
             .ok_or(JwtError::NoActiveKey)
@@ -714,8 +599,4 @@ impl JwtKeyManager {
             jti,
         })
     }
-}
-
-fn prunable(slot: &Slot, now_s: i64) -> bool {
-    slot.state == SlotState::Retired && slot.publish_until.is_some_and(|until| now_s >= until)
 }

@@ -5,22 +5,19 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
 use signet_ca::{KeyType, X509SvidRequest};
 use signet_spiffe::SpiffeId;
 use signet_spiffe::bundle::Bundle;
-use signet_spiffe::tls::{Authorizer, authenticate_peer};
+use signet_spiffe::tls::{
+    Authorizer, PeerAuthenticator, PeerError, SpiffeCertVerifier, authenticate_peer,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -158,104 +155,34 @@ pub(crate) async fn renew_loop(
     }
 }
 
-/// A verification failure whose `Debug` is its message (rustls prints `Debug` in its errors).
-#[derive(thiserror::Error)]
-#[error("{0}")]
-struct Refusal(String);
-
-impl std::fmt::Debug for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Verifies agent SVIDs presented as client certificates, against the CA's current trust anchors
-/// (read at each handshake, so a CA rotation needs no restart). A client certificate is optional:
-/// attestation has none, and the handlers refuse authenticated calls without one.
-pub(crate) struct AgentCertVerifier {
+/// Authenticates agent SVIDs presented as client certificates, against the CA's current trust
+/// anchors (read at each handshake, so a CA rotation needs no restart). A client certificate is
+/// optional: attestation has none, and the handlers refuse authenticated calls without one.
+pub(crate) struct AgentAuthenticator {
     issuer: Arc<Issuer>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl std::fmt::Debug for AgentCertVerifier {
+impl std::fmt::Debug for AgentAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentCertVerifier")
+        f.debug_struct("AgentAuthenticator")
             .field("trust_domain", &self.issuer.trust_domain)
             .finish_non_exhaustive()
     }
 }
 
-impl ClientCertVerifier for AgentCertVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
+impl PeerAuthenticator for AgentAuthenticator {
+    type Error = PeerError;
 
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.as_ref().to_vec())
-            .collect();
+    fn authenticate(&self, chain_der: &[Vec<u8>], now: SystemTime) -> Result<SpiffeId, PeerError> {
         let mut bundle = Bundle::new(self.issuer.trust_domain.clone());
         bundle.x509_authorities = self.issuer.ca.trust_anchors();
-        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
         let authorizer = Authorizer::PathPrefix(
             self.issuer.trust_domain.clone(),
             AGENT_PATH_PREFIX.to_owned(),
         );
-        authenticate_peer(&chain, &bundle, now, &authorizer).map_err(|e| {
+        authenticate_peer(chain_der, &bundle, now, &authorizer).inspect_err(|e| {
             tracing::debug!(error = %e, "refused a client certificate");
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                Refusal(e.to_string()),
-            ))))
-        })?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        })
     }
 }
 
@@ -265,10 +192,10 @@ pub(crate) fn server_config(
     resolver: Arc<SvidResolver>,
     provider: Arc<CryptoProvider>,
 ) -> Result<rustls::ServerConfig, TlsSetupError> {
-    let verifier = Arc::new(AgentCertVerifier {
-        issuer,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(SpiffeCertVerifier::new(
+        AgentAuthenticator { issuer },
+        provider.clone(),
+    ));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
