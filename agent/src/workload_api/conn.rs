@@ -1,6 +1,8 @@
 //! Accepted Workload API connections: the kernel's credentials of the peer, and its process pinned
 //! at accept time (before any request), so that a PID recycled while the agent attests the
-//! caller cannot lend it another process's selectors.
+//! caller cannot lend it another process's selectors. The byte stream goes through
+//! [`Http2Rewrite`], which repairs the HTTP/2 `:authority` of clients other than grpc-go (see
+//! [`super::authority`]).
 
 use std::io;
 use std::pin::Pin;
@@ -11,6 +13,8 @@ use signet_attestors::workload::{AttestError, PeerCredentials, PinnedProcess};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
+
+use super::authority::Http2Rewrite;
 
 /// The caller's process as pinned when its connection was accepted.
 #[derive(Debug, Clone)]
@@ -34,9 +38,9 @@ pub struct WorkloadConnectInfo {
     pub pin: ProcessPin,
 }
 
-/// An accepted Unix stream with its [`WorkloadConnectInfo`].
+/// An accepted Unix stream with its [`WorkloadConnectInfo`], read through [`Http2Rewrite`].
 pub(crate) struct PeerConn {
-    io: UnixStream,
+    io: Http2Rewrite<UnixStream>,
     info: WorkloadConnectInfo,
 }
 
@@ -61,7 +65,7 @@ impl PeerConn {
             None => ProcessPin::NotPinned,
         };
         Self {
-            io,
+            io: Http2Rewrite::new(io),
             info: WorkloadConnectInfo { uds, pin },
         }
     }

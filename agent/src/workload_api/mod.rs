@@ -39,7 +39,11 @@ use crate::cache::Snapshot;
 use conn::PeerConn;
 
 pub mod attest;
+mod authority;
 mod conn;
+mod huffman;
+#[cfg(test)]
+mod interop_tests;
 mod service;
 
 pub use attest::ProcessAttestation;
