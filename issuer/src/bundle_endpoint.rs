@@ -32,7 +32,7 @@ use rustls::sign::CertifiedKey;
 use serde_json::{Map, Value};
 use signet_spiffe::bundle::JwtAuthority;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -40,13 +40,16 @@ use crate::ca_sync::CaSync;
 use crate::config::{BundleEndpointSettings, EndpointTlsSettings};
 use crate::node::tls::{SvidResolver, mint_issuer_svid, renew_loop};
 use crate::state::Issuer;
+use crate::tls_accept::{Handshakes, accept_loop};
 
 /// How often the `https_web` certificate and key files are checked for changes.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent TLS handshakes at most.
-const MAX_HANDSHAKES: usize = 128;
+/// TLS handshakes: 128 at once at most, 10 s each.
+const HANDSHAKES: Handshakes = Handshakes {
+    listener: "bundle endpoint",
+    max_concurrent: 128,
+    timeout: Duration::from_secs(10),
+};
 /// Path of the JWKS (`jwks_uri` is `<jwt_issuer>/keys`).
 pub const JWKS_PATH: &str = "/keys";
 /// Path of the OIDC discovery document.
@@ -146,10 +149,17 @@ struct FileStamp {
     key: (Option<SystemTime>, u64),
 }
 
-fn stamp_of(path: &Path) -> (Option<SystemTime>, u64) {
-    match std::fs::metadata(path) {
-        Ok(m) => (m.modified().ok(), m.len()),
-        Err(_) => (None, 0),
+impl FileStamp {
+    /// The stamp of the certificate and key files now.
+    fn of(cert_path: &Path, key_path: &Path) -> Self {
+        let stamp_of = |path: &Path| match std::fs::metadata(path) {
+            Ok(m) => (m.modified().ok(), m.len()),
+            Err(_) => (None, 0),
+        };
+        Self {
+            cert: stamp_of(cert_path),
+            key: stamp_of(key_path),
+        }
     }
 }
 
@@ -160,10 +170,7 @@ impl FileCertResolver {
         key_path: &Path,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, EndpointError> {
-        let stamp = FileStamp {
-            cert: stamp_of(cert_path),
-            key: stamp_of(key_path),
-        };
+        let stamp = FileStamp::of(cert_path, key_path);
         let key = load_certified_key(cert_path, key_path, &provider)?;
         Ok(Self {
             cert_path: cert_path.to_owned(),
@@ -176,10 +183,7 @@ impl FileCertResolver {
 
     /// Reloads the files; on failure the current certificate stays in use.
     pub fn reload(&self) -> Result<(), EndpointError> {
-        let stamp = FileStamp {
-            cert: stamp_of(&self.cert_path),
-            key: stamp_of(&self.key_path),
-        };
+        let stamp = FileStamp::of(&self.cert_path, &self.key_path);
         let key = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
         self.current.store(Arc::new(key));
         *self
@@ -191,10 +195,7 @@ impl FileCertResolver {
 
     /// Whether either file changed since the last (attempted) load.
     fn changed(&self) -> bool {
-        let now = FileStamp {
-            cert: stamp_of(&self.cert_path),
-            key: stamp_of(&self.key_path),
-        };
+        let now = FileStamp::of(&self.cert_path, &self.key_path);
         let mut last = self
             .stamp
             .lock()
@@ -360,7 +361,9 @@ impl BundleEndpoint {
         let accept = tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(self.tls.clone()),
+            HANDSHAKES,
             tx,
+            |tls, addr| (tls, addr),
         ));
         let result = axum::serve(TlsListener { rx, local }, self.router())
             .with_graceful_shutdown(shutdown)
@@ -390,46 +393,6 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
-    }
-}
-
-/// Accepts TCP connections and runs TLS handshakes concurrently (bounded, with a timeout).
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, std::net::SocketAddr)>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let (tcp, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "bundle endpoint accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = tx.closed() => return,
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send((tls, addr)).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "bundle endpoint TLS handshake failed");
-                }
-                Err(_) => tracing::debug!(peer = %addr, "bundle endpoint TLS handshake timed out"),
-            }
-        });
     }
 }
 
@@ -533,7 +496,12 @@ pub fn discovery_document(issuer: &str, authorities: &[JwtAuthority]) -> Value {
     })
 }
 
-async fn discovery(State(state): State<Arc<EndpointState>>) -> Response {
+/// An OIDC document made by `document` from `jwt_issuer` and the current JWT authorities, or
+/// 404 when `jwt_issuer` is not configured.
+fn oidc_response(
+    state: &EndpointState,
+    document: impl FnOnce(&str, &[JwtAuthority]) -> Value,
+) -> Response {
     let Some(issuer) = &state.jwt_issuer else {
         return error_response(
             StatusCode::NOT_FOUND,
@@ -543,22 +511,16 @@ async fn discovery(State(state): State<Arc<EndpointState>>) -> Response {
     let bundle = state.ca_sync.own_bundle();
     json_response(
         StatusCode::OK,
-        discovery_document(issuer, &bundle.jwt_authorities).to_string() + "\n",
+        document(issuer, &bundle.jwt_authorities).to_string() + "\n",
     )
 }
 
+async fn discovery(State(state): State<Arc<EndpointState>>) -> Response {
+    oidc_response(&state, discovery_document)
+}
+
 async fn jwks(State(state): State<Arc<EndpointState>>) -> Response {
-    if state.jwt_issuer.is_none() {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "OIDC discovery is not enabled (set jwt_issuer)",
-        );
-    }
-    let bundle = state.ca_sync.own_bundle();
-    json_response(
-        StatusCode::OK,
-        oidc_jwks(&bundle.jwt_authorities).to_string() + "\n",
-    )
+    oidc_response(&state, |_, authorities| oidc_jwks(authorities))
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@
 //! [`federation`] (federation relationships and bundle pollers), [`bundle_endpoint`] (the SPIFFE
 //! bundle endpoint and OIDC discovery),
 //! [`health`] (`/live`, `/ready`, `/metrics`), [`ca_sync`] (CA journal and own bundle in the
-//! store), [`instrumented`] (store call metrics), [`audit`], [`logging`]. The binary adds the
-//! start-up (`run`) and the admin CLI.
+//! store), [`instrumented`] (store call metrics), [`audit`], [`logging`]; `tls_accept` (crate-private)
+//! runs the TLS handshakes of the node API and the bundle endpoint. The binary adds the start-up
+//! (`run`) and the admin CLI.
 
 pub mod admin;
 pub mod audit;
@@ -25,3 +26,4 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod state;
+mod tls_accept;

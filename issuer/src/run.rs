@@ -1,5 +1,6 @@
 //! `signet-issuer run`: start-up, the server tasks and graceful shutdown.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -62,6 +63,13 @@ fn create_private_dir(dir: &Path, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// A TCP listener on `addr`, the value of the config key `key`.
+async fn listen(key: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key} {addr}: cannot listen"))
+}
+
 /// Runs the issuer until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     // One crypto provider for every TLS user in the process; an error only means it is installed.
@@ -104,16 +112,6 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .map_err(|e| anyhow!("cannot open the CA: {e}"))?;
 
-    let issuer = Arc::new(Issuer {
-        trust_domain: config.trust_domain.clone(),
-        store: store.clone(),
-        ca: Arc::new(ca),
-        defaults: config.defaults.clone(),
-        metrics: metrics.clone(),
-        issuer_id: issuer_id(&config.trust_domain)
-            .map_err(|e| anyhow!("issuer ID of {}: {e}", config.trust_domain))?,
-        notifier: Arc::new(signet_issuer::node::notify::RevisionNotifier::new()),
-    });
     let jwt_journal = store
         .load_journal(JWT_JOURNAL)
         .await
@@ -130,10 +128,23 @@ pub async fn run(config: Config) -> Result<()> {
         SystemTime::now(),
     )
     .map_err(|e| anyhow!("cannot open the JWT signing keys: {e}"))?;
+    let issuer = Arc::new(Issuer {
+        trust_domain: config.trust_domain.clone(),
+        store: store.clone(),
+        ca: Arc::new(ca),
+        // One key manager: the node API mints with the keys CaSync rotates and publishes.
+        jwt: Arc::new(jwt),
+        jwt_issuer: config.jwt_issuer.clone(),
+        defaults: config.defaults.clone(),
+        metrics: metrics.clone(),
+        issuer_id: issuer_id(&config.trust_domain)
+            .map_err(|e| anyhow!("issuer ID of {}: {e}", config.trust_domain))?,
+        notifier: Arc::new(signet_issuer::node::notify::RevisionNotifier::new()),
+    });
     let ca_sync = Arc::new(
         CaSync::new(issuer.clone(), config.ca.ttl)
             .with_refresh_hint(config.bundle_endpoint.as_ref().and_then(|b| b.refresh_hint))
-            .with_jwt(Arc::new(jwt)),
+            .with_jwt(issuer.jwt.clone()),
     );
     ca_sync
         .persist()
@@ -172,20 +183,11 @@ pub async fn run(config: Config) -> Result<()> {
         },
     };
 
-    let node_listener = tokio::net::TcpListener::bind(config.bind_address)
-        .await
-        .with_context(|| format!("bind_address {}: cannot listen", config.bind_address))?;
+    let node_listener = listen("bind_address", config.bind_address).await?;
     let node_addr = node_listener.local_addr()?;
     let (admin_listener, server_uid) = admin::bind_socket(&config.admin_socket_path)
         .map_err(|e| anyhow!("admin_socket_path: {e}"))?;
-    let health_listener = tokio::net::TcpListener::bind(config.health_bind_address)
-        .await
-        .with_context(|| {
-            format!(
-                "health.bind_address {}: cannot listen",
-                config.health_bind_address
-            )
-        })?;
+    let health_listener = listen("health.bind_address", config.health_bind_address).await?;
     let health_addr = health_listener.local_addr()?;
     let bundle_endpoint = match &config.bundle_endpoint {
         None => None,
@@ -197,14 +199,7 @@ pub async fn run(config: Config) -> Result<()> {
                 config.jwt_issuer.clone(),
             )
             .map_err(|e| anyhow!("{e}"))?;
-            let listener = tokio::net::TcpListener::bind(settings.bind_address)
-                .await
-                .with_context(|| {
-                    format!(
-                        "bundle_endpoint.bind_address {}: cannot listen",
-                        settings.bind_address
-                    )
-                })?;
+            let listener = listen("bundle_endpoint.bind_address", settings.bind_address).await?;
             let addr = listener.local_addr()?;
             Some((endpoint, listener, addr))
         }
@@ -381,14 +376,15 @@ async fn wait_for_signal() -> Result<&'static str> {
     }
 }
 
-fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(period);
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t
-}
-
-async fn rotation_loop(ca_sync: Arc<CaSync>, shutdown: Shutdown) {
-    let mut tick = ticker(ROTATION_INTERVAL);
+/// Runs `step` every `period` (the first time at once; a late tick is delayed, not repeated)
+/// until shutdown.
+async fn every<F, Fut>(period: Duration, shutdown: Shutdown, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -396,21 +392,21 @@ async fn rotation_loop(ca_sync: Arc<CaSync>, shutdown: Shutdown) {
             _ = &mut stop => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = ca_sync.rotate_once(SystemTime::now()).await {
-            tracing::error!(error = %e, "CA rotation step failed; retrying");
-        }
+        step().await;
     }
 }
 
-async fn prune_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
-    let mut tick = ticker(PRUNE_INTERVAL);
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
+async fn rotation_loop(ca_sync: Arc<CaSync>, shutdown: Shutdown) {
+    every(ROTATION_INTERVAL, shutdown, || async {
+        if let Err(e) = ca_sync.rotate_once(SystemTime::now()).await {
+            tracing::error!(error = %e, "CA rotation step failed; retrying");
         }
+    })
+    .await;
+}
+
+async fn prune_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
+    every(PRUNE_INTERVAL, shutdown, || async {
         match issuer
             .store
             .prune_join_tokens(unix_secs(SystemTime::now()))
@@ -420,18 +416,12 @@ async fn prune_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
             Ok(n) => tracing::info!(pruned = n, "pruned expired join tokens"),
             Err(e) => tracing::warn!(error = %e, "cannot prune join tokens"),
         }
-    }
+    })
+    .await;
 }
 
 async fn counts_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
-    let mut tick = ticker(COUNTS_INTERVAL);
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
-        }
+    every(COUNTS_INTERVAL, shutdown, || async {
         let entries = issuer.store.count_entries().await;
         let agents = issuer.store.count_agents().await;
         match (entries, agents) {
@@ -440,5 +430,6 @@ async fn counts_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
                 tracing::warn!(error = %e, "cannot count entries and agents")
             }
         }
-    }
+    })
+    .await;
 }

@@ -91,12 +91,81 @@ pub fn build_package(package: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds a configuration and starts an issuer.
-#[derive(Debug, Clone)]
-pub struct IssuerBuilder {
+/// A TOML configuration file written key by key: top-level keys, then `[table]`s, then raw TOML.
+#[derive(Debug, Clone, Default)]
+pub struct TomlConfig {
     top: BTreeMap<String, String>,
     tables: BTreeMap<String, BTreeMap<String, String>>,
     raw: String,
+}
+
+impl TomlConfig {
+    /// Sets `key` (dotted for a table: `ca.ttl`, `node_attestors.x509pop.ca_bundle_path`) to a
+    /// TOML value (`"\"2m\""`, `"true"`, ...).
+    pub fn set(&mut self, key: &str, toml_value: &str) {
+        match key.rsplit_once('.') {
+            None => {
+                self.top.insert(key.to_owned(), toml_value.to_owned());
+            }
+            Some((table, k)) => {
+                self.tables
+                    .entry(table.to_owned())
+                    .or_default()
+                    .insert(k.to_owned(), toml_value.to_owned());
+            }
+        }
+    }
+
+    /// Removes a key set before.
+    pub fn unset(&mut self, key: &str) {
+        match key.rsplit_once('.') {
+            None => {
+                self.top.remove(key);
+            }
+            Some((table, k)) => {
+                if let Some(t) = self.tables.get_mut(table) {
+                    t.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The TOML value of a top-level key, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.top.get(key).map(String::as_str)
+    }
+
+    /// Appends raw TOML at the end of the file (after every table).
+    pub fn push_raw(&mut self, toml: &str) {
+        self.raw.push_str(toml);
+        self.raw.push('\n');
+    }
+
+    /// The file, with `defaults` (top-level keys and TOML values) for the keys not set.
+    pub fn render(&self, defaults: &[(&str, String)]) -> String {
+        let mut top = self.top.clone();
+        for (k, v) in defaults {
+            top.entry((*k).to_owned()).or_insert_with(|| v.clone());
+        }
+        let mut out = String::new();
+        for (k, v) in &top {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        for (table, kv) in &self.tables {
+            out.push_str(&format!("\n[{table}]\n"));
+            for (k, v) in kv {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out.push_str(&self.raw);
+        out
+    }
+}
+
+/// Builds a configuration and starts an issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerBuilder {
+    config: TomlConfig,
 }
 
 impl Default for IssuerBuilder {
@@ -115,9 +184,7 @@ impl IssuerBuilder {
     /// ports on 127.0.0.1.
     pub fn new() -> Self {
         Self {
-            top: BTreeMap::new(),
-            tables: BTreeMap::new(),
-            raw: String::new(),
+            config: TomlConfig::default(),
         }
         .set("trust_domain", &toml_str("example.org"))
         .set("bind_address", &toml_str("127.0.0.1:0"))
@@ -129,17 +196,7 @@ impl IssuerBuilder {
     /// Sets `key` (dotted: `ca.ttl`, `node_attestors.x509pop.ca_bundle_path`) to a TOML value
     /// (`"\"2m\""`, `"true"`, ...).
     pub fn set(mut self, key: &str, toml_value: &str) -> Self {
-        match key.rsplit_once('.') {
-            None => {
-                self.top.insert(key.to_owned(), toml_value.to_owned());
-            }
-            Some((table, k)) => {
-                self.tables
-                    .entry(table.to_owned())
-                    .or_default()
-                    .insert(k.to_owned(), toml_value.to_owned());
-            }
-        }
+        self.config.set(key, toml_value);
         self
     }
 
@@ -150,46 +207,24 @@ impl IssuerBuilder {
 
     /// Removes a key set before (to test a missing key).
     pub fn unset(mut self, key: &str) -> Self {
-        match key.rsplit_once('.') {
-            None => {
-                self.top.remove(key);
-            }
-            Some((table, k)) => {
-                if let Some(t) = self.tables.get_mut(table) {
-                    t.remove(k);
-                }
-            }
-        }
+        self.config.unset(key);
         self
     }
 
     /// Appends raw TOML at the end of the file (after every table).
     pub fn raw(mut self, toml: &str) -> Self {
-        self.raw.push_str(toml);
-        self.raw.push('\n');
+        self.config.push_raw(toml);
         self
     }
 
     /// Renders the config file for a temporary directory `dir`: `data_dir` and
     /// `admin_socket_path` default to `dir/data` and `dir/private/admin.sock`.
     pub fn render(&self, dir: &Path) -> String {
-        let mut top = self.top.clone();
-        top.entry("data_dir".to_owned())
-            .or_insert_with(|| toml_str(&dir.join("data").display().to_string()));
-        top.entry("admin_socket_path".to_owned())
-            .or_insert_with(|| toml_str(&dir.join("private/admin.sock").display().to_string()));
-        let mut out = String::new();
-        for (k, v) in &top {
-            out.push_str(&format!("{k} = {v}\n"));
-        }
-        for (table, kv) in &self.tables {
-            out.push_str(&format!("\n[{table}]\n"));
-            for (k, v) in kv {
-                out.push_str(&format!("{k} = {v}\n"));
-            }
-        }
-        out.push_str(&self.raw);
-        out
+        let path = |p: &str| toml_str(&dir.join(p).display().to_string());
+        self.config.render(&[
+            ("data_dir", path("data")),
+            ("admin_socket_path", path("private/admin.sock")),
+        ])
     }
 
     fn prepare(&self) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
@@ -207,7 +242,7 @@ impl IssuerBuilder {
     pub fn start(self) -> Result<Issuer> {
         let (dir, config_path, socket_path) = self.prepare()?;
         let socket_path = self
-            .top
+            .config
             .get("admin_socket_path")
             .and_then(|v| serde_json::from_str::<String>(v).ok())
             .map(PathBuf::from)
@@ -451,10 +486,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<CliOutput
             })
         }
         Err(_) => {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
+            let _ = send_signal(pid, "-KILL");
             bail!("command did not finish within {}s", timeout.as_secs())
         }
     }
@@ -544,6 +576,13 @@ impl Issuer {
             .with_context(|| format!("signet-issuer {}", args.join(" ")))
     }
 
+    /// Runs a CLI command that must fail; returns its stderr.
+    pub fn cli_err(&self, args: &[&str]) -> Result<String> {
+        self.cli(args)?
+            .err()
+            .with_context(|| format!("signet-issuer {}", args.join(" ")))
+    }
+
     /// Runs a CLI command that must succeed and print JSON.
     pub fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value> {
         self.cli(args)?
@@ -590,34 +629,38 @@ impl Issuer {
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
         if let Some(pid) = self.pid() {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .context("cannot run kill")?;
+            send_signal(pid, "-TERM")?;
         }
-        self.wait_exit()
-    }
-
-    fn wait_exit(&mut self) -> Result<ExitStatus> {
-        let mut child = self
+        let child = self
             .child
             .take()
             .ok_or_else(|| anyhow!("issuer already stopped"))?;
-        let (tx, rx) = mpsc::channel();
-        let pid = child.id();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(status) => Ok(status?),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(pid.to_string())
-                    .status();
-                bail!("issuer did not exit within {}s", COMMAND_TIMEOUT.as_secs())
-            }
+        wait_or_kill(child, COMMAND_TIMEOUT)
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-KILL`, ...) to the process `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) -> Result<()> {
+    Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .context("cannot run kill")?;
+    Ok(())
+}
+
+/// Waits (at most `timeout`) for `child` to exit, then kills it (SIGKILL) and fails.
+pub fn wait_or_kill(mut child: Child, timeout: Duration) -> Result<ExitStatus> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(status) => Ok(status?),
+        Err(_) => {
+            let _ = send_signal(pid, "-KILL");
+            bail!("process {pid} did not exit within {}s", timeout.as_secs())
         }
     }
 }

@@ -17,12 +17,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
-use signet_spiffe::tls::{Authorizer, authenticate_peer};
+use signet_spiffe::tls::{Authorizer, BundleAuthenticator, SpiffeCertVerifier};
 use signet_spiffe::{Bundle, SpiffeId, TrustDomain};
 use signet_tests::{Issuer, IssuerBuilder, toml_str};
 
@@ -126,71 +124,6 @@ fn bundle_sequence(issuer: &Issuer) -> u64 {
 
 // ---- a minimal HTTPS client -------------------------------------------------------------------
 
-/// Accepts a server whose X509-SVID has exactly `id`, verified with `bundle`.
-#[derive(Debug)]
-struct SvidVerifier {
-    bundle: Bundle,
-    id: SpiffeId,
-}
-
-impl ServerCertVerifier for SvidVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.to_vec())
-            .collect();
-        authenticate_peer(
-            &chain,
-            &self.bundle,
-            SystemTime::now(),
-            &Authorizer::Exact(self.id.clone()),
-        )
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 struct HttpsResponse {
     status: u16,
     headers: Vec<(String, String)>,
@@ -251,15 +184,20 @@ fn https_get(addr: SocketAddr, path: &str, cfg: rustls::ClientConfig) -> HttpsRe
     }
 }
 
+/// A client that accepts a server whose X509-SVID has exactly `id`, verified with `bundle`.
 fn svid_client(bundle: Bundle, id: &str) -> rustls::ClientConfig {
+    let authenticator = BundleAuthenticator {
+        bundle,
+        authorizer: Authorizer::Exact(SpiffeId::parse(id).unwrap()),
+    };
     rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SvidVerifier {
-            bundle,
-            id: SpiffeId::parse(id).unwrap(),
-        }))
+        .with_custom_certificate_verifier(Arc::new(SpiffeCertVerifier::new(
+            authenticator,
+            provider(),
+        )))
         .with_no_client_auth()
 }
 
@@ -674,17 +612,13 @@ fn two_issuers_federate_both_ways_over_https_spiffe() {
 
     // The config's relationship is read-only; the API's can be deleted (its bundle stays).
     let err = b
-        .cli(&["federation", "delete", "--trust-domain", "a.test"])
-        .unwrap()
-        .err()
+        .cli_err(&["federation", "delete", "--trust-domain", "a.test"])
         .unwrap();
     assert!(err.contains("is defined in the config file"), "{err}");
     a.cli_ok(&["federation", "delete", "--trust-domain", "b.test"])
         .unwrap();
     let err = a
-        .cli(&["federation", "show", "--trust-domain", "b.test"])
-        .unwrap()
-        .err()
+        .cli_err(&["federation", "show", "--trust-domain", "b.test"])
         .unwrap();
     assert!(
         err.contains("no federation relationship with b.test"),
@@ -716,6 +650,19 @@ fn federation_create_refuses_bad_input() {
             profile,
         ]
     };
+    // https_spiffe with the right endpoint ID and this bootstrap bundle.
+    let with_bundle = |bundle| {
+        [
+            base("x.test", "https://127.0.0.1:1/", "https_spiffe"),
+            vec![
+                "--endpoint-spiffe-id",
+                "spiffe://x.test/signet/issuer",
+                "--bundle",
+                bundle,
+            ],
+        ]
+        .concat()
+    };
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             [base("a.test", "https://127.0.0.1:1/", "https_web")].concat(),
@@ -746,48 +693,21 @@ fn federation_create_refuses_bad_input() {
             "is not in trust domain x.test",
         ),
         (
-            [
-                base("x.test", "https://127.0.0.1:1/", "https_spiffe"),
-                vec![
-                    "--endpoint-spiffe-id",
-                    "spiffe://x.test/signet/issuer",
-                    "--bundle",
-                    foreign.to_str().unwrap(),
-                ],
-            ]
-            .concat(),
+            with_bundle(foreign.to_str().unwrap()),
             "its X.509 authority 0 is a CA of trust domain evil.test",
         ),
         (
-            [
-                base("x.test", "https://127.0.0.1:1/", "https_spiffe"),
-                vec![
-                    "--endpoint-spiffe-id",
-                    "spiffe://x.test/signet/issuer",
-                    "--bundle",
-                    own.to_str().unwrap(),
-                ],
-            ]
-            .concat(),
+            with_bundle(own.to_str().unwrap()),
             // The own bundle names a.test: it is not a bundle of x.test.
             "is a CA of trust domain a.test",
         ),
         (
-            [
-                base("x.test", "https://127.0.0.1:1/", "https_spiffe"),
-                vec![
-                    "--endpoint-spiffe-id",
-                    "spiffe://x.test/signet/issuer",
-                    "--bundle",
-                    garbage.to_str().unwrap(),
-                ],
-            ]
-            .concat(),
+            with_bundle(garbage.to_str().unwrap()),
             "bundle of x.test: bundle is not valid JSON",
         ),
     ];
     for (args, want) in cases {
-        let err = a.cli(&args).unwrap().err().unwrap();
+        let err = a.cli_err(&args).unwrap();
         assert!(err.contains(want), "{args:?}: {err}");
     }
     // Nothing was stored by any of them.
@@ -799,7 +719,7 @@ fn federation_create_refuses_bad_input() {
 
     let ok = [base("x.test", "https://127.0.0.1:1/", "https_web")].concat();
     a.cli_ok(&ok).unwrap();
-    let err = a.cli(&ok).unwrap().err().unwrap();
+    let err = a.cli_err(&ok).unwrap();
     assert!(
         err.contains("a federation relationship with x.test already exists"),
         "{err}"

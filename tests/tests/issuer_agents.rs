@@ -460,9 +460,7 @@ async fn ban_unban_and_evict_a_join_token_agent() {
     assert_eq!(out, format!("Evicted agent {id}\n"));
     assert!(agents(&issuer).is_empty());
     let err = issuer
-        .cli(&["agent", "show", "--spiffe-id", &id])
-        .unwrap()
-        .err()
+        .cli_err(&["agent", "show", "--spiffe-id", &id])
         .unwrap();
     assert!(err.contains("not found"), "{err}");
     expect_denied(c.sync_entries(0, 0).await.unwrap_err(), "not attested");

@@ -41,9 +41,7 @@ async fn admin_mutations_are_audited_without_secrets() {
     issuer.cli_ok(&["ca", "activate"]).unwrap();
     // A refused call is not a mutation: nothing is recorded for it.
     issuer
-        .cli(&["entry", "delete", "--id", "nope"])
-        .unwrap()
-        .err()
+        .cli_err(&["entry", "delete", "--id", "nope"])
         .unwrap();
     issuer.terminate().unwrap();
 

@@ -132,9 +132,7 @@ fn entry_show_filters() {
     );
     assert!(entries(&issuer, &["--spiffe-id", "spiffe://example.org/none"]).is_empty());
     let err = issuer
-        .cli(&["entry", "show", "--id", "no-such-id"])
-        .unwrap()
-        .err()
+        .cli_err(&["entry", "show", "--id", "no-such-id"])
         .unwrap();
     assert!(
         err.starts_with("entry show: entry \"no-such-id\" not found"),
@@ -179,7 +177,7 @@ fn entry_update_and_delete() {
 
     // An invalid update changes nothing.
     let err = issuer
-        .cli(&[
+        .cli_err(&[
             "entry",
             "update",
             "--id",
@@ -187,8 +185,6 @@ fn entry_update_and_delete() {
             "--spiffe-id",
             "spiffe://other.org/x",
         ])
-        .unwrap()
-        .err()
         .unwrap();
     assert_eq!(
         err.trim(),
@@ -199,11 +195,7 @@ fn entry_update_and_delete() {
     let out = issuer.cli_ok(&["entry", "delete", "--id", id]).unwrap();
     assert_eq!(out, format!("Deleted entry {id}\n"));
     assert!(entries(&issuer, &[]).is_empty());
-    let err = issuer
-        .cli(&["entry", "delete", "--id", id])
-        .unwrap()
-        .err()
-        .unwrap();
+    let err = issuer.cli_err(&["entry", "delete", "--id", id]).unwrap();
     assert!(err.contains("not found"), "{err}");
 }
 
@@ -212,7 +204,7 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
     let issuer = Issuer::start().unwrap();
     let create = |spiffe_id: &str, parent_id: &str, selector: &str| {
         issuer
-            .cli(&[
+            .cli_err(&[
                 "entry",
                 "create",
                 "--spiffe-id",
@@ -222,8 +214,6 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
                 "--selector",
                 selector,
             ])
-            .unwrap()
-            .err()
             .unwrap()
     };
     let web = "spiffe://example.org/web";
@@ -269,9 +259,7 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
     assert!(create(web, AGENT, "unix:").contains("the value after ':' is empty"));
 
     let err = issuer
-        .cli(&["entry", "create", "--spiffe-id", web, "--parent-id", AGENT])
-        .unwrap()
-        .err()
+        .cli_err(&["entry", "create", "--spiffe-id", web, "--parent-id", AGENT])
         .unwrap();
     assert_eq!(
         err.trim(),
@@ -305,7 +293,7 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
         ),
     ] {
         let err = issuer
-            .cli(&[
+            .cli_err(&[
                 "entry",
                 "create",
                 "--spiffe-id",
@@ -317,14 +305,12 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
                 flag,
                 value,
             ])
-            .unwrap()
-            .err()
             .unwrap();
         assert!(err.contains(reason), "{flag} {value}: {err}");
     }
     let hint = "h".repeat(1025);
     let err = issuer
-        .cli(&[
+        .cli_err(&[
             "entry",
             "create",
             "--spiffe-id",
@@ -336,8 +322,6 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
             "--hint",
             &hint,
         ])
-        .unwrap()
-        .err()
         .unwrap();
     assert!(err.contains("hint is 1025 bytes long"), "{err}");
 
@@ -346,7 +330,7 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
     // The same entry twice is refused.
     create_web_entry(&issuer);
     let err = issuer
-        .cli(&[
+        .cli_err(&[
             "entry",
             "create",
             "--spiffe-id",
@@ -358,8 +342,6 @@ fn bad_entries_are_refused_and_nothing_is_stored() {
             "--selector",
             "unix:uid:1000",
         ])
-        .unwrap()
-        .err()
         .unwrap();
     assert!(err.starts_with("entry create: "), "{err}");
     assert_eq!(entries(&issuer, &[]).len(), 1);
@@ -419,7 +401,7 @@ fn token_generate_prints_the_token_once() {
     ] {
         let mut a = vec!["token", "generate"];
         a.extend(args);
-        let err = issuer.cli(&a).unwrap().err().unwrap();
+        let err = issuer.cli_err(&a).unwrap();
         assert!(err.contains(reason), "{a:?}: {err}");
     }
 }
@@ -532,15 +514,13 @@ fn x509_mint_prints_pem_without_write_and_refuses_bad_ids() {
         ("not-an-id", "is not a valid SPIFFE ID"),
     ] {
         let err = issuer
-            .cli(&["x509", "mint", "--spiffe-id", id])
-            .unwrap()
-            .err()
+            .cli_err(&["x509", "mint", "--spiffe-id", id])
             .unwrap();
         assert!(err.starts_with("x509 mint: "), "{err}");
         assert!(err.contains(reason), "{id}: {err}");
     }
     let err = issuer
-        .cli(&[
+        .cli_err(&[
             "x509",
             "mint",
             "--spiffe-id",
@@ -548,8 +528,6 @@ fn x509_mint_prints_pem_without_write_and_refuses_bad_ids() {
             "--ttl",
             "48h",
         ])
-        .unwrap()
-        .err()
         .unwrap();
     assert!(err.contains("ttl 172800s is out of range"), "{err}");
 }
@@ -697,7 +675,7 @@ fn federated_bundle_set_list_delete() {
 
     // The own trust domain is refused, as are bad documents.
     let err = issuer
-        .cli(&[
+        .cli_err(&[
             "bundle",
             "set",
             "--trust-domain",
@@ -707,14 +685,12 @@ fn federated_bundle_set_list_delete() {
             "--format",
             "pem",
         ])
-        .unwrap()
-        .err()
         .unwrap();
     assert!(err.contains("is the issuer's own trust domain"), "{err}");
     let bad = issuer.dir().join("bad.json");
     std::fs::write(&bad, "{\"spiffe_sequence\": 1}").unwrap();
     let err = issuer
-        .cli(&[
+        .cli_err(&[
             "bundle",
             "set",
             "--trust-domain",
@@ -722,17 +698,13 @@ fn federated_bundle_set_list_delete() {
             "--path",
             bad.to_str().unwrap(),
         ])
-        .unwrap()
-        .err()
         .unwrap();
     assert!(
         err.contains("bundle of other.org: bundle document has no `keys` parameter"),
         "{err}"
     );
     let err = issuer
-        .cli(&["bundle", "delete", "--trust-domain", "example.org"])
-        .unwrap()
-        .err()
+        .cli_err(&["bundle", "delete", "--trust-domain", "example.org"])
         .unwrap();
     assert!(err.contains("is the issuer's own trust domain"), "{err}");
 
@@ -745,9 +717,7 @@ fn federated_bundle_set_list_delete() {
         .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     let err = issuer
-        .cli(&["bundle", "delete", "--trust-domain", "partner.org"])
-        .unwrap()
-        .err()
+        .cli_err(&["bundle", "delete", "--trust-domain", "partner.org"])
         .unwrap();
     assert!(
         err.contains("no bundle for trust domain partner.org"),
@@ -766,9 +736,7 @@ fn agent_commands_on_an_empty_store() {
     assert_eq!(text, "Found 0 attested agents\n");
     for cmd in ["show", "evict", "ban", "unban"] {
         let err = issuer
-            .cli(&["agent", cmd, "--spiffe-id", AGENT])
-            .unwrap()
-            .err()
+            .cli_err(&["agent", cmd, "--spiffe-id", AGENT])
             .unwrap();
         assert!(
             err.starts_with(&format!("agent {cmd}: agent \"{AGENT}\" not found")),
@@ -776,9 +744,7 @@ fn agent_commands_on_an_empty_store() {
         );
     }
     let err = issuer
-        .cli(&["agent", "show", "--spiffe-id", "spiffe://other.org/a"])
-        .unwrap()
-        .err()
+        .cli_err(&["agent", "show", "--spiffe-id", "spiffe://other.org/a"])
         .unwrap();
     assert!(err.contains("is outside trust domain example.org"), "{err}");
 }
@@ -816,7 +782,7 @@ fn ca_show_prepare_activate() {
         .unwrap();
 
     // Activating with nothing prepared is refused.
-    let err = issuer.cli(&["ca", "activate"]).unwrap().err().unwrap();
+    let err = issuer.cli_err(&["ca", "activate"]).unwrap();
     assert!(err.starts_with("ca activate: "), "{err}");
 
     let prepared = issuer

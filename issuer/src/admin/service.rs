@@ -195,9 +195,25 @@ impl AdminService {
         .await;
     }
 
+    /// After a change that agents must see (entries, bundles): wakes the agents' watches and
+    /// records the change in the audit trail.
+    async fn changed(&self, kind: &str, actor: &str, subject: &str, details: serde_json::Value) {
+        self.issuer.notifier.notify();
+        self.audit(kind, actor, subject, details).await;
+    }
+
     fn validate(&self, entry: NewEntry) -> Result<NewEntry, Status> {
         entries::validate_entry(entry, EntryKind::Workload, &self.rules, SystemTime::now())
             .map_err(invalid)
+    }
+
+    async fn get_entry_record(&self, id: &str) -> Result<RegistrationEntry, Status> {
+        self.issuer
+            .store
+            .get_entry(id)
+            .await
+            .map_err(convert::store_status)?
+            .ok_or_else(|| Status::not_found(format!("entry {id:?} not found")))
     }
 
     async fn create_entry_impl(
@@ -224,8 +240,7 @@ impl AdminService {
             .create_entry(entry)
             .await
             .map_err(convert::store_status)?;
-        self.issuer.notifier.notify();
-        self.audit(
+        self.changed(
             "entry.create",
             &actor,
             &created.id,
@@ -242,13 +257,7 @@ impl AdminService {
         let mut entries_out = Vec::new();
         let mut next = None;
         if !r.id.is_empty() {
-            let e = self
-                .issuer
-                .store
-                .get_entry(&r.id)
-                .await
-                .map_err(convert::store_status)?
-                .ok_or_else(|| Status::not_found(format!("entry {:?} not found", r.id)))?;
+            let e = self.get_entry_record(&r.id).await?;
             let f = &e.fields;
             let matches = (r.spiffe_id.is_empty() || f.spiffe_id == r.spiffe_id)
                 && (r.parent_id.is_empty() || f.parent_id == r.parent_id)
@@ -291,13 +300,7 @@ impl AdminService {
         if r.id.is_empty() {
             return Err(Status::invalid_argument("id is required"));
         }
-        let old = self
-            .issuer
-            .store
-            .get_entry(&r.id)
-            .await
-            .map_err(convert::store_status)?
-            .ok_or_else(|| Status::not_found(format!("entry {:?} not found", r.id)))?;
+        let old = self.get_entry_record(&r.id).await?;
         let mut f = old.fields.clone();
         if let Some(v) = r.spiffe_id {
             f.spiffe_id = v;
@@ -344,8 +347,7 @@ impl AdminService {
             })
             .await
             .map_err(convert::store_status)?;
-        self.issuer.notifier.notify();
-        self.audit(
+        self.changed(
             "entry.update",
             &actor,
             &updated.id,
@@ -369,8 +371,7 @@ impl AdminService {
             .delete_entry(&r.id)
             .await
             .map_err(convert::store_status)?;
-        self.issuer.notifier.notify();
-        self.audit(
+        self.changed(
             "entry.delete",
             &actor,
             &deleted.id,
@@ -456,6 +457,23 @@ impl AdminService {
             .ok_or_else(|| Status::not_found(format!("agent {id:?} not found")))
     }
 
+    async fn list_agents_impl(&self) -> Result<pb::ListAgentsResponse, Status> {
+        let agents = self
+            .issuer
+            .store
+            .list_agents()
+            .await
+            .map_err(convert::store_status)?;
+        Ok(pb::ListAgentsResponse {
+            agents: agents.into_iter().map(convert::agent).collect(),
+        })
+    }
+
+    async fn get_agent_impl(&self, r: pb::AgentRequest) -> Result<pb::Agent, Status> {
+        let id = self.agent_id(&r.spiffe_id)?;
+        Ok(convert::agent(self.get_agent_record(&id).await?))
+    }
+
     async fn evict_agent_impl(
         &self,
         actor: String,
@@ -495,19 +513,22 @@ impl AdminService {
             .map_err(|e| Status::invalid_argument(format!("trust domain {value:?}: {e}")))
     }
 
+    async fn get_stored_bundle(&self, td: &TrustDomain) -> Result<StoredBundle, Status> {
+        self.issuer
+            .store
+            .get_bundle(td.name())
+            .await
+            .map_err(convert::store_status)?
+            .ok_or_else(|| Status::not_found(format!("no bundle for trust domain {td}")))
+    }
+
     async fn get_bundle_impl(&self, r: pb::GetBundleRequest) -> Result<pb::BundleDocument, Status> {
         let td = if r.trust_domain.is_empty() {
             self.issuer.trust_domain.clone()
         } else {
             self.trust_domain_arg(&r.trust_domain)?
         };
-        let stored = self
-            .issuer
-            .store
-            .get_bundle(td.name())
-            .await
-            .map_err(convert::store_status)?
-            .ok_or_else(|| Status::not_found(format!("no bundle for trust domain {td}")))?;
+        let stored = self.get_stored_bundle(&td).await?;
         let format = match format_of(r.format) {
             pb::BundleFormat::Unspecified => pb::BundleFormat::Pem,
             f => f,
@@ -578,8 +599,7 @@ impl AdminService {
             .set_bundle(stored.clone())
             .await
             .map_err(convert::store_status)?;
-        self.issuer.notifier.notify();
-        self.audit(
+        self.changed(
             "bundle.set",
             &actor,
             td.name(),
@@ -612,20 +632,13 @@ impl AdminService {
                 "{td} is the issuer's own trust domain: its bundle cannot be deleted"
             )));
         }
-        let stored = self
-            .issuer
-            .store
-            .get_bundle(td.name())
-            .await
-            .map_err(convert::store_status)?
-            .ok_or_else(|| Status::not_found(format!("no bundle for trust domain {td}")))?;
+        let stored = self.get_stored_bundle(&td).await?;
         self.issuer
             .store
             .delete_bundle(td.name())
             .await
             .map_err(convert::store_status)?;
-        self.issuer.notifier.notify();
-        self.audit("bundle.delete", &actor, td.name(), serde_json::json!({}))
+        self.changed("bundle.delete", &actor, td.name(), serde_json::json!({}))
             .await;
         Ok(bundle_info(&stored))
     }
@@ -787,6 +800,19 @@ impl AdminService {
         })
     }
 
+    async fn healthcheck_impl(&self) -> Result<pb::HealthcheckResponse, Status> {
+        let r = self.health.readiness().await;
+        Ok(pb::HealthcheckResponse {
+            healthy: r.ready,
+            store_ok: r.store_ok,
+            ca_active: r.ca_active,
+            node_api_bound: r.node_api_bound,
+            trust_domain: self.issuer.trust_domain.name().to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            detail: r.store_error.unwrap_or_default(),
+        })
+    }
+
     fn ca_status(&self) -> pb::CaStatus {
         pb::CaStatus {
             slots: self.issuer.ca.slots().iter().map(convert::slot).collect(),
@@ -840,239 +866,79 @@ fn bundle_info(b: &StoredBundle) -> pb::BundleInfo {
     }
 }
 
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn create_entry(
-        &self,
-        request: Request<pb::CreateEntryRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        self.handle("CreateEntry", request, |a, r| self.create_entry_impl(a, r))
-            .await
-    }
+/// Implements [`Admin`] from a table of RPCs: `rpc(Request) -> Reply = "Method", |actor, r|
+/// handler;` makes `async fn rpc` run `handler` (a future over `self`) through
+/// [`AdminService::handle`] under the method name. `self` is passed in first so that the handlers
+/// can use it.
+macro_rules! admin_rpcs {
+    ($this:ident; $(
+        $rpc:ident($req:ty) -> $reply:ty =
+            $method:literal, |$actor:pat_param, $r:pat_param| $body:expr;
+    )*) => {
+        #[tonic::async_trait]
+        impl Admin for AdminService {
+            $(
+                async fn $rpc(&$this, request: Request<$req>) -> Result<Response<$reply>, Status> {
+                    $this.handle($method, request, |$actor, $r| $body).await
+                }
+            )*
+        }
+    };
+}
 
-    async fn list_entries(
-        &self,
-        request: Request<pb::ListEntriesRequest>,
-    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
-        self.handle("ListEntries", request, |_, r| self.list_entries_impl(r))
-            .await
-    }
-
-    async fn update_entry(
-        &self,
-        request: Request<pb::UpdateEntryRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        self.handle("UpdateEntry", request, |a, r| self.update_entry_impl(a, r))
-            .await
-    }
-
-    async fn delete_entry(
-        &self,
-        request: Request<pb::DeleteEntryRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        self.handle("DeleteEntry", request, |a, r| self.delete_entry_impl(a, r))
-            .await
-    }
-
-    async fn generate_join_token(
-        &self,
-        request: Request<pb::GenerateJoinTokenRequest>,
-    ) -> Result<Response<pb::GenerateJoinTokenResponse>, Status> {
-        self.handle("GenerateJoinToken", request, |a, r| {
-            self.generate_token_impl(a, r)
-        })
-        .await
-    }
-
-    async fn list_agents(
-        &self,
-        request: Request<pb::ListAgentsRequest>,
-    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        self.handle("ListAgents", request, |_, _| async {
-            let agents = self
-                .issuer
-                .store
-                .list_agents()
-                .await
-                .map_err(convert::store_status)?;
-            Ok(pb::ListAgentsResponse {
-                agents: agents.into_iter().map(convert::agent).collect(),
-            })
-        })
-        .await
-    }
-
-    async fn get_agent(
-        &self,
-        request: Request<pb::AgentRequest>,
-    ) -> Result<Response<pb::Agent>, Status> {
-        self.handle("GetAgent", request, |_, r| async move {
-            let id = self.agent_id(&r.spiffe_id)?;
-            Ok(convert::agent(self.get_agent_record(&id).await?))
-        })
-        .await
-    }
-
-    async fn evict_agent(
-        &self,
-        request: Request<pb::AgentRequest>,
-    ) -> Result<Response<pb::Agent>, Status> {
-        self.handle("EvictAgent", request, |a, r| self.evict_agent_impl(a, r))
-            .await
-    }
-
-    async fn ban_agent(
-        &self,
-        request: Request<pb::BanAgentRequest>,
-    ) -> Result<Response<pb::Agent>, Status> {
-        self.handle("BanAgent", request, |a, r| self.ban_agent_impl(a, r))
-            .await
-    }
-
-    async fn get_bundle(
-        &self,
-        request: Request<pb::GetBundleRequest>,
-    ) -> Result<Response<pb::BundleDocument>, Status> {
-        self.handle("GetBundle", request, |_, r| self.get_bundle_impl(r))
-            .await
-    }
-
-    async fn set_federated_bundle(
-        &self,
-        request: Request<pb::SetFederatedBundleRequest>,
-    ) -> Result<Response<pb::BundleInfo>, Status> {
-        self.handle("SetFederatedBundle", request, |a, r| {
-            self.set_bundle_impl(a, r)
-        })
-        .await
-    }
-
-    async fn list_bundles(
-        &self,
-        request: Request<pb::ListBundlesRequest>,
-    ) -> Result<Response<pb::ListBundlesResponse>, Status> {
-        self.handle("ListBundles", request, |_, _| self.list_bundles_impl())
-            .await
-    }
-
-    async fn delete_federated_bundle(
-        &self,
-        request: Request<pb::DeleteFederatedBundleRequest>,
-    ) -> Result<Response<pb::BundleInfo>, Status> {
-        self.handle("DeleteFederatedBundle", request, |a, r| {
-            self.delete_bundle_impl(a, r)
-        })
-        .await
-    }
-
-    async fn create_federation_relationship(
-        &self,
-        request: Request<pb::CreateFederationRelationshipRequest>,
-    ) -> Result<Response<pb::FederationRelationship>, Status> {
-        self.handle("CreateFederationRelationship", request, |a, r| {
-            self.create_federation_impl(a, r)
-        })
-        .await
-    }
-
-    async fn list_federation_relationships(
-        &self,
-        request: Request<pb::ListFederationRelationshipsRequest>,
-    ) -> Result<Response<pb::ListFederationRelationshipsResponse>, Status> {
-        self.handle("ListFederationRelationships", request, |_, _| {
-            self.list_federation_impl()
-        })
-        .await
-    }
-
-    async fn get_federation_relationship(
-        &self,
-        request: Request<pb::FederationRelationshipRequest>,
-    ) -> Result<Response<pb::FederationRelationship>, Status> {
-        self.handle("GetFederationRelationship", request, |_, r| {
-            self.get_federation_impl(r)
-        })
-        .await
-    }
-
-    async fn update_federation_relationship(
-        &self,
-        request: Request<pb::UpdateFederationRelationshipRequest>,
-    ) -> Result<Response<pb::FederationRelationship>, Status> {
-        self.handle("UpdateFederationRelationship", request, |a, r| {
-            self.update_federation_impl(a, r)
-        })
-        .await
-    }
-
-    async fn delete_federation_relationship(
-        &self,
-        request: Request<pb::FederationRelationshipRequest>,
-    ) -> Result<Response<pb::FederationRelationship>, Status> {
-        self.handle("DeleteFederationRelationship", request, |a, r| {
-            self.delete_federation_impl(a, r)
-        })
-        .await
-    }
-
-    async fn refresh_federation_relationship(
-        &self,
-        request: Request<pb::FederationRelationshipRequest>,
-    ) -> Result<Response<pb::RefreshFederationRelationshipResponse>, Status> {
-        self.handle("RefreshFederationRelationship", request, |_, r| {
-            self.refresh_federation_impl(r)
-        })
-        .await
-    }
-
-    async fn mint_x509_svid(
-        &self,
-        request: Request<pb::MintX509SvidRequest>,
-    ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
-        self.handle("MintX509Svid", request, |a, r| self.mint_impl(a, r))
-            .await
-    }
-
-    async fn show_ca(
-        &self,
-        request: Request<pb::ShowCaRequest>,
-    ) -> Result<Response<pb::CaStatus>, Status> {
-        self.handle("ShowCa", request, |_, _| async { Ok(self.ca_status()) })
-            .await
-    }
-
-    async fn prepare_ca(
-        &self,
-        request: Request<pb::PrepareCaRequest>,
-    ) -> Result<Response<pb::CaStatus>, Status> {
-        self.handle("PrepareCa", request, |a, _| self.ca_change(a, false))
-            .await
-    }
-
-    async fn activate_ca(
-        &self,
-        request: Request<pb::ActivateCaRequest>,
-    ) -> Result<Response<pb::CaStatus>, Status> {
-        self.handle("ActivateCa", request, |a, _| self.ca_change(a, true))
-            .await
-    }
-
-    async fn healthcheck(
-        &self,
-        request: Request<pb::HealthcheckRequest>,
-    ) -> Result<Response<pb::HealthcheckResponse>, Status> {
-        self.handle("Healthcheck", request, |_, _| async {
-            let r = self.health.readiness().await;
-            Ok(pb::HealthcheckResponse {
-                healthy: r.ready,
-                store_ok: r.store_ok,
-                ca_active: r.ca_active,
-                node_api_bound: r.node_api_bound,
-                trust_domain: self.issuer.trust_domain.name().to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                detail: r.store_error.unwrap_or_default(),
-            })
-        })
-        .await
-    }
+admin_rpcs! { self;
+    create_entry(pb::CreateEntryRequest) -> pb::Entry =
+        "CreateEntry", |a, r| self.create_entry_impl(a, r);
+    list_entries(pb::ListEntriesRequest) -> pb::ListEntriesResponse =
+        "ListEntries", |_, r| self.list_entries_impl(r);
+    update_entry(pb::UpdateEntryRequest) -> pb::Entry =
+        "UpdateEntry", |a, r| self.update_entry_impl(a, r);
+    delete_entry(pb::DeleteEntryRequest) -> pb::Entry =
+        "DeleteEntry", |a, r| self.delete_entry_impl(a, r);
+    generate_join_token(pb::GenerateJoinTokenRequest) -> pb::GenerateJoinTokenResponse =
+        "GenerateJoinToken", |a, r| self.generate_token_impl(a, r);
+    list_agents(pb::ListAgentsRequest) -> pb::ListAgentsResponse =
+        "ListAgents", |_, _| self.list_agents_impl();
+    get_agent(pb::AgentRequest) -> pb::Agent =
+        "GetAgent", |_, r| self.get_agent_impl(r);
+    evict_agent(pb::AgentRequest) -> pb::Agent =
+        "EvictAgent", |a, r| self.evict_agent_impl(a, r);
+    ban_agent(pb::BanAgentRequest) -> pb::Agent =
+        "BanAgent", |a, r| self.ban_agent_impl(a, r);
+    get_bundle(pb::GetBundleRequest) -> pb::BundleDocument =
+        "GetBundle", |_, r| self.get_bundle_impl(r);
+    set_federated_bundle(pb::SetFederatedBundleRequest) -> pb::BundleInfo =
+        "SetFederatedBundle", |a, r| self.set_bundle_impl(a, r);
+    list_bundles(pb::ListBundlesRequest) -> pb::ListBundlesResponse =
+        "ListBundles", |_, _| self.list_bundles_impl();
+    delete_federated_bundle(pb::DeleteFederatedBundleRequest) -> pb::BundleInfo =
+        "DeleteFederatedBundle", |a, r| self.delete_bundle_impl(a, r);
+    create_federation_relationship(pb::CreateFederationRelationshipRequest)
+        -> pb::FederationRelationship =
+        "CreateFederationRelationship", |a, r| self.create_federation_impl(a, r);
+    list_federation_relationships(pb::ListFederationRelationshipsRequest)
+        -> pb::ListFederationRelationshipsResponse =
+        "ListFederationRelationships", |_, _| self.list_federation_impl();
+    get_federation_relationship(pb::FederationRelationshipRequest)
+        -> pb::FederationRelationship =
+        "GetFederationRelationship", |_, r| self.get_federation_impl(r);
+    update_federation_relationship(pb::UpdateFederationRelationshipRequest)
+        -> pb::FederationRelationship =
+        "UpdateFederationRelationship", |a, r| self.update_federation_impl(a, r);
+    delete_federation_relationship(pb::FederationRelationshipRequest)
+        -> pb::FederationRelationship =
+        "DeleteFederationRelationship", |a, r| self.delete_federation_impl(a, r);
+    refresh_federation_relationship(pb::FederationRelationshipRequest)
+        -> pb::RefreshFederationRelationshipResponse =
+        "RefreshFederationRelationship", |_, r| self.refresh_federation_impl(r);
+    mint_x509_svid(pb::MintX509SvidRequest) -> pb::MintX509SvidResponse =
+        "MintX509Svid", |a, r| self.mint_impl(a, r);
+    show_ca(pb::ShowCaRequest) -> pb::CaStatus =
+        "ShowCa", |_, _| async { Ok(self.ca_status()) };
+    prepare_ca(pb::PrepareCaRequest) -> pb::CaStatus =
+        "PrepareCa", |a, _| self.ca_change(a, false);
+    activate_ca(pb::ActivateCaRequest) -> pb::CaStatus =
+        "ActivateCa", |a, _| self.ca_change(a, true);
+    healthcheck(pb::HealthcheckRequest) -> pb::HealthcheckResponse =
+        "Healthcheck", |_, _| self.healthcheck_impl();
 }

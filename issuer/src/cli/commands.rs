@@ -5,8 +5,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
 use signet_issuer::entries::{self, EntryError};
 use signet_proto::admin as pb;
+use signet_proto::admin::admin_client::AdminClient;
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use super::output::{self, AgentJson, BundleJson, CaJson, EntryJson, FederationJson};
@@ -24,6 +27,17 @@ fn status_error(e: tonic::Status) -> anyhow::Error {
             anyhow!("the issuer is unavailable")
         }
         _ => anyhow!("{}", e.message()),
+    }
+}
+
+/// The message of an admin call's reply, or its status as a readable error.
+trait Reply<T> {
+    fn reply(self) -> Result<T>;
+}
+
+impl<T> Reply<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn reply(self) -> Result<T> {
+        self.map(tonic::Response::into_inner).map_err(status_error)
     }
 }
 
@@ -64,10 +78,27 @@ pub async fn execute(socket: &Path, command: Command) -> Result<u8> {
     }
 }
 
-fn print_entry(e: &pb::Entry, output: Output) -> Result<()> {
+/// Prints a record as JSON (its `J` form) or as `text` makes it.
+fn print_one<'a, R, J>(record: &'a R, output: Output, text: fn(&R) -> String) -> Result<()>
+where
+    J: Serialize + From<&'a R>,
+{
     match output {
-        Output::Json => print(&output::json(&EntryJson::from(e))?),
-        Output::Text => print(&output::entry_text(e)),
+        Output::Json => print(&output::json(&J::from(record))?),
+        Output::Text => print(&text(record)),
+    }
+}
+
+/// Prints records as a JSON array (of their `J` forms) or as `text` makes them.
+fn print_all<'a, R, J>(records: &'a [R], output: Output, text: fn(&[R]) -> String) -> Result<()>
+where
+    J: Serialize + From<&'a R>,
+{
+    match output {
+        Output::Json => print(&output::json(
+            &records.iter().map(J::from).collect::<Vec<_>>(),
+        )?),
+        Output::Text => print(&text(records)),
     }
 }
 
@@ -91,9 +122,8 @@ async fn entry(socket: &Path, c: EntryCommand) -> Result<()> {
                     expires_at: a.expires_at,
                 })
                 .await
-                .map_err(status_error)?
-                .into_inner();
-            print_entry(&e, a.output.output)
+                .reply()?;
+            print_one::<_, EntryJson>(&e, a.output.output, output::entry_text)
         }
         EntryCommand::Show(a) => {
             check_selectors(&a.selectors)?;
@@ -111,21 +141,14 @@ async fn entry(socket: &Path, c: EntryCommand) -> Result<()> {
                         page_token: page_token.clone(),
                     })
                     .await
-                    .map_err(status_error)?
-                    .into_inner();
+                    .reply()?;
                 all.extend(resp.entries);
                 if resp.next_page_token.is_empty() {
                     break;
                 }
                 page_token = resp.next_page_token;
             }
-            match a.output.output {
-                Output::Json => {
-                    let v: Vec<EntryJson> = all.iter().map(EntryJson::from).collect();
-                    print(&output::json(&v)?)
-                }
-                Output::Text => print(&output::entries_text(&all)),
-            }
+            print_all::<_, EntryJson>(&all, a.output.output, output::entries_text)
         }
         EntryCommand::Update(a) => {
             check_selectors(&a.selectors)?;
@@ -149,17 +172,15 @@ async fn entry(socket: &Path, c: EntryCommand) -> Result<()> {
                     expires_at: a.expires_at,
                 })
                 .await
-                .map_err(status_error)?
-                .into_inner();
-            print_entry(&e, a.output.output)
+                .reply()?;
+            print_one::<_, EntryJson>(&e, a.output.output, output::entry_text)
         }
         EntryCommand::Delete { id, output } => {
             let mut client = client::connect(socket).await?;
             let e = client
                 .delete_entry(pb::DeleteEntryRequest { id })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             match output.output {
                 Output::Json => print(&output::json(&EntryJson::from(&e))?),
                 Output::Text => print(&format!("Deleted entry {}\n", e.id)),
@@ -181,8 +202,7 @@ async fn token(socket: &Path, c: TokenCommand) -> Result<()> {
             alias_spiffe_id: spiffe_id.unwrap_or_default(),
         })
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .reply()?;
     let token = Zeroizing::new(resp.token);
     match output.output {
         Output::Json => {
@@ -205,59 +225,40 @@ async fn agent(socket: &Path, c: AgentCommand) -> Result<()> {
             let agents = client
                 .list_agents(pb::ListAgentsRequest {})
                 .await
-                .map_err(status_error)?
-                .into_inner()
+                .reply()?
                 .agents;
-            match o.output {
-                Output::Json => {
-                    let v: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
-                    print(&output::json(&v)?)
-                }
-                Output::Text => print(&output::agents_text(&agents)),
-            }
+            print_all::<_, AgentJson>(&agents, o.output, output::agents_text)
         }
         AgentCommand::Show { spiffe_id, output } => {
             let a = client
                 .get_agent(pb::AgentRequest { spiffe_id })
                 .await
-                .map_err(status_error)?
-                .into_inner();
-            match output.output {
-                Output::Json => print(&output::json(&AgentJson::from(&a))?),
-                Output::Text => print(&output::agent_text(&a)),
-            }
+                .reply()?;
+            print_one::<_, AgentJson>(&a, output.output, output::agent_text)
         }
         AgentCommand::Evict { spiffe_id } => {
             let a = client
                 .evict_agent(pb::AgentRequest { spiffe_id })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print(&format!("Evicted agent {}\n", a.spiffe_id))
         }
-        AgentCommand::Ban { spiffe_id } => {
-            let a = client
-                .ban_agent(pb::BanAgentRequest {
-                    spiffe_id,
-                    banned: true,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print(&format!("Banned agent {}\n", a.spiffe_id))
-        }
-        AgentCommand::Unban { spiffe_id } => {
-            let a = client
-                .ban_agent(pb::BanAgentRequest {
-                    spiffe_id,
-                    banned: false,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print(&format!("Unbanned agent {}\n", a.spiffe_id))
-        }
+        AgentCommand::Ban { spiffe_id } => set_banned(&mut client, spiffe_id, true).await,
+        AgentCommand::Unban { spiffe_id } => set_banned(&mut client, spiffe_id, false).await,
     }
+}
+
+async fn set_banned(
+    client: &mut AdminClient<Channel>,
+    spiffe_id: String,
+    banned: bool,
+) -> Result<()> {
+    let a = client
+        .ban_agent(pb::BanAgentRequest { spiffe_id, banned })
+        .await
+        .reply()?;
+    let done = if banned { "Banned" } else { "Unbanned" };
+    print(&format!("{done} agent {}\n", a.spiffe_id))
 }
 
 fn format_pb(f: BundleFormatArg) -> pb::BundleFormat {
@@ -280,8 +281,7 @@ async fn bundle(socket: &Path, c: BundleCommand) -> Result<()> {
                     format: format_pb(format) as i32,
                 })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print(&doc.content)
         }
         BundleCommand::Set {
@@ -307,8 +307,7 @@ async fn bundle(socket: &Path, c: BundleCommand) -> Result<()> {
                     content,
                 })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print(&format!(
                 "Bundle of {} set (sequence {}, {} X.509 and {} JWT authorities)\n",
                 info.trust_domain, info.sequence, info.x509_authorities, info.jwt_authorities
@@ -319,24 +318,16 @@ async fn bundle(socket: &Path, c: BundleCommand) -> Result<()> {
             let bundles = client
                 .list_bundles(pb::ListBundlesRequest {})
                 .await
-                .map_err(status_error)?
-                .into_inner()
+                .reply()?
                 .bundles;
-            match o.output {
-                Output::Json => {
-                    let v: Vec<BundleJson> = bundles.iter().map(BundleJson::from).collect();
-                    print(&output::json(&v)?)
-                }
-                Output::Text => print(&output::bundles_text(&bundles)),
-            }
+            print_all::<_, BundleJson>(&bundles, o.output, output::bundles_text)
         }
         BundleCommand::Delete { trust_domain } => {
             let mut client = client::connect(socket).await?;
             let info = client
                 .delete_federated_bundle(pb::DeleteFederatedBundleRequest { trust_domain })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print(&format!("Deleted the bundle of {}\n", info.trust_domain))
         }
     }
@@ -369,10 +360,7 @@ fn ca_bundle(path: Option<&Path>) -> Result<Option<String>> {
 }
 
 fn print_relationship(r: &pb::FederationRelationship, output: Output) -> Result<()> {
-    match output {
-        Output::Json => print(&output::json(&FederationJson::from(r))?),
-        Output::Text => print(&output::relationship_text(r)),
-    }
+    print_one::<_, FederationJson>(r, output, output::relationship_text)
 }
 
 async fn federation(socket: &Path, c: FederationCommand) -> Result<u8> {
@@ -389,24 +377,16 @@ async fn federation(socket: &Path, c: FederationCommand) -> Result<u8> {
                     bundle: bootstrap(a.bundle.as_deref(), a.bundle_format)?,
                 })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print_relationship(&r, a.output.output)?;
         }
         FederationCommand::List(o) => {
             let list = client
                 .list_federation_relationships(pb::ListFederationRelationshipsRequest {})
                 .await
-                .map_err(status_error)?
-                .into_inner()
+                .reply()?
                 .relationships;
-            match o.output {
-                Output::Json => {
-                    let v: Vec<FederationJson> = list.iter().map(FederationJson::from).collect();
-                    print(&output::json(&v)?)?;
-                }
-                Output::Text => print(&output::relationships_text(&list))?,
-            }
+            print_all::<_, FederationJson>(&list, o.output, output::relationships_text)?;
         }
         FederationCommand::Show {
             trust_domain,
@@ -415,8 +395,7 @@ async fn federation(socket: &Path, c: FederationCommand) -> Result<u8> {
             let r = client
                 .get_federation_relationship(pb::FederationRelationshipRequest { trust_domain })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print_relationship(&r, output.output)?;
         }
         FederationCommand::Update(a) => {
@@ -435,16 +414,14 @@ async fn federation(socket: &Path, c: FederationCommand) -> Result<u8> {
                     bundle: bootstrap(a.bundle.as_deref(), a.bundle_format)?,
                 })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print_relationship(&r, a.output.output)?;
         }
         FederationCommand::Delete { trust_domain } => {
             let r = client
                 .delete_federation_relationship(pb::FederationRelationshipRequest { trust_domain })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .reply()?;
             print(&format!(
                 "Deleted the federation relationship with {} (its bundle is kept; `bundle delete` removes it)\n",
                 r.trust_domain
@@ -520,8 +497,7 @@ async fn x509(socket: &Path, c: X509Command) -> Result<()> {
             dns_names,
         })
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .reply()?;
     let key = Zeroizing::new(resp.private_key_pem);
     match write {
         Some(dir) => {
@@ -565,11 +541,7 @@ async fn ca(socket: &Path, c: CaCommand) -> Result<()> {
         CaCommand::Prepare(o) => (client.prepare_ca(pb::PrepareCaRequest {}).await, o),
         CaCommand::Activate(o) => (client.activate_ca(pb::ActivateCaRequest {}).await, o),
     };
-    let status = status.map_err(status_error)?.into_inner();
-    match o.output {
-        Output::Json => print(&output::json(&CaJson::from(&status))?),
-        Output::Text => print(&output::ca_text(&status)),
-    }
+    print_one::<_, CaJson>(&status.reply()?, o.output, output::ca_text)
 }
 
 async fn healthcheck(socket: &Path) -> Result<u8> {
@@ -577,8 +549,7 @@ async fn healthcheck(socket: &Path) -> Result<u8> {
     let h = client
         .healthcheck(pb::HealthcheckRequest {})
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .reply()?;
     if h.healthy {
         print(&format!(
             "Issuer is healthy (trust domain {}, version {})\n",

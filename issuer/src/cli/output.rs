@@ -222,6 +222,12 @@ fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{label:<17}: {value}");
 }
 
+fn selector_lines(out: &mut String, selectors: &[pb::Selector]) {
+    for s in selectors {
+        line(out, "Selector", format!("{}:{}", s.r#type, s.value));
+    }
+}
+
 /// An entry as text.
 pub fn entry_text(e: &pb::Entry) -> String {
     let mut out = String::new();
@@ -231,9 +237,7 @@ pub fn entry_text(e: &pb::Entry) -> String {
     line(&mut out, "Revision", e.revision);
     line(&mut out, "X509-SVID TTL", ttl(e.x509_svid_ttl));
     line(&mut out, "JWT-SVID TTL", ttl(e.jwt_svid_ttl));
-    for s in &e.selectors {
-        line(&mut out, "Selector", format!("{}:{}", s.r#type, s.value));
-    }
+    selector_lines(&mut out, &e.selectors);
     for d in &e.dns_names {
         line(&mut out, "DNS name", d);
     }
@@ -256,18 +260,23 @@ pub fn entry_text(e: &pb::Entry) -> String {
     out
 }
 
-/// A list of entries as text.
-pub fn entries_text(entries: &[pb::Entry]) -> String {
-    let mut out = match entries.len() {
-        0 => "Found 0 entries\n".to_owned(),
-        1 => "Found 1 entry\n".to_owned(),
-        n => format!("Found {n} entries\n"),
+/// `Found N <things>` (`one` for a single one), then each record as `text` makes it, after a blank
+/// line.
+fn found<R>(records: &[R], one: &str, many: &str, text: fn(&R) -> String) -> String {
+    let mut out = match records.len() {
+        1 => format!("Found 1 {one}\n"),
+        n => format!("Found {n} {many}\n"),
     };
-    for e in entries {
+    for r in records {
         out.push('\n');
-        out.push_str(&entry_text(e));
+        out.push_str(&text(r));
     }
     out
+}
+
+/// A list of entries as text.
+pub fn entries_text(entries: &[pb::Entry]) -> String {
+    found(entries, "entry", "entries", entry_text)
 }
 
 /// An agent as text.
@@ -279,9 +288,7 @@ pub fn agent_text(a: &pb::Agent) -> String {
     line(&mut out, "Expires at", time(a.expires_at));
     line(&mut out, "Banned", a.banned);
     line(&mut out, "Can re-attest", a.can_reattest);
-    for s in &a.selectors {
-        line(&mut out, "Selector", format!("{}:{}", s.r#type, s.value));
-    }
+    selector_lines(&mut out, &a.selectors);
     line(&mut out, "Attested at", time(a.created_at));
     line(&mut out, "Updated at", time(a.updated_at));
     out
@@ -289,15 +296,7 @@ pub fn agent_text(a: &pb::Agent) -> String {
 
 /// A list of agents as text.
 pub fn agents_text(agents: &[pb::Agent]) -> String {
-    let mut out = match agents.len() {
-        1 => "Found 1 attested agent\n".to_owned(),
-        n => format!("Found {n} attested agents\n"),
-    };
-    for a in agents {
-        out.push('\n');
-        out.push_str(&agent_text(a));
-    }
-    out
+    found(agents, "attested agent", "attested agents", agent_text)
 }
 
 /// Bundles as text.
@@ -370,15 +369,12 @@ pub fn relationship_text(r: &pb::FederationRelationship) -> String {
 
 /// A list of relationships as text.
 pub fn relationships_text(list: &[pb::FederationRelationship]) -> String {
-    let mut out = match list.len() {
-        1 => "Found 1 federation relationship\n".to_owned(),
-        n => format!("Found {n} federation relationships\n"),
-    };
-    for r in list {
-        out.push('\n');
-        out.push_str(&relationship_text(r));
-    }
-    out
+    found(
+        list,
+        "federation relationship",
+        "federation relationships",
+        relationship_text,
+    )
 }
 
 /// The CA as text.

@@ -2,18 +2,15 @@
 //! verifier of the relationship's profile, HTTP/1.1 by hyper, a size limit and a deadline.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, OtherError};
+use signet_spiffe::TrustDomain;
 use signet_spiffe::bundle::Bundle;
-use signet_spiffe::tls::{Authorizer, authenticate_peer};
-use signet_spiffe::{SpiffeId, TrustDomain};
+use signet_spiffe::tls::{Authorizer, BundleAuthenticator, SpiffeCertVerifier};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use x509_parser::extensions::GeneralName;
@@ -74,96 +71,6 @@ pub(super) fn foreign_trust_domain(der: &[u8], td: &TrustDomain) -> Option<Strin
     None
 }
 
-/// A failure whose `Debug` is its message (rustls prints `Debug` in its errors).
-#[derive(thiserror::Error)]
-#[error("{0}")]
-struct Refusal(String);
-
-impl std::fmt::Debug for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Authenticates an `https_spiffe` endpoint: its chain must be an X509-SVID of exactly
-/// `endpoint_id`, verified with `bundle` (the last known bundle of the endpoint's trust domain).
-struct SpiffeServerVerifier {
-    bundle: Bundle,
-    endpoint_id: SpiffeId,
-    provider: Arc<CryptoProvider>,
-}
-
-impl std::fmt::Debug for SpiffeServerVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpiffeServerVerifier")
-            .field("endpoint_id", &self.endpoint_id.to_string())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerCertVerifier for SpiffeServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.as_ref().to_vec())
-            .collect();
-        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        authenticate_peer(
-            &chain,
-            &self.bundle,
-            now,
-            &Authorizer::Exact(self.endpoint_id.clone()),
-        )
-        .map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                Refusal(e.to_string()),
-            ))))
-        })?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// The TLS client configuration of a relationship's profile. `current` is the stored bundle of the
 /// relationship's trust domain (required for `https_spiffe`).
 fn client_config(
@@ -187,13 +94,18 @@ fn client_config(
             let bundle = current
                 .filter(|b| !b.x509_authorities.is_empty())
                 .ok_or_else(|| PollError::NoBundle(rel.trust_domain.name().to_owned()))?;
+            // The endpoint's chain must be an X509-SVID of exactly `endpoint_spiffe_id`,
+            // verified with the last known bundle of its trust domain.
+            let authenticator = BundleAuthenticator {
+                bundle: bundle.clone(),
+                authorizer: Authorizer::Exact(endpoint_spiffe_id.clone()),
+            };
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
-                    bundle: bundle.clone(),
-                    endpoint_id: endpoint_spiffe_id.clone(),
+                .with_custom_certificate_verifier(Arc::new(SpiffeCertVerifier::new(
+                    authenticator,
                     provider,
-                }))
+                )))
                 .with_no_client_auth()
         }
     };
