@@ -10,9 +10,15 @@
 //!   [`NodeClient::renew`] the connection is re-established with the new SVID, since the issuer
 //!   refuses the old one.
 //! - [`EntryCache`] applies [`NodeClient::sync_entries`] results (full listings and deltas);
-//!   [`NodeClient::watch_entries`] says when to sync (server push of the store revision).
+//!   [`NodeClient::watch`] says when to sync (server push of the store revision and bundle
+//!   revisions, see [`NodeClient::needs_sync`]).
+//! - Bundles arrive as SPIFFE bundle documents: the own bundle (X.509 and JWT authorities,
+//!   [`NodeClient::bundle`]) with every sync, renewal and attestation, and the bundles of the
+//!   trust domains the agent's entries federate with ([`NodeClient::federated_bundles`]) with
+//!   every complete sync.
+//! - [`NodeClient::new_jwt_svid`] has the issuer mint a JWT-SVID for an authorized entry.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,6 +169,44 @@ pub struct EntrySync {
     pub revision: i64,
 }
 
+/// A JWT-SVID minted by [`NodeClient::new_jwt_svid`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSvid {
+    /// The token's `sub`: the entry's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The token, JWS compact serialization: a bearer credential, never in Debug output or logs.
+    pub token: String,
+    /// Its `exp`.
+    pub expires_at: SystemTime,
+    /// Its `iat`.
+    pub issued_at: SystemTime,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("issued_at", &self.issued_at)
+            .finish()
+    }
+}
+
+/// One event of [`NodeClient::watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The issuer's store-wide entry revision.
+    pub revision: i64,
+    /// The `sequence` of the issuer's own bundle.
+    pub bundle_sequence: u64,
+    /// The issuer's federated bundles revision (opaque; compare for equality).
+    pub bundles_revision: u64,
+}
+
+/// The federated bundles of the last complete sync, by trust domain.
+pub type FederatedBundles = BTreeMap<TrustDomain, Bundle>;
+
 /// One item of [`NodeClient::batch_new_x509_svid`].
 #[derive(Debug, Clone)]
 pub struct SvidRequest {
@@ -286,6 +330,10 @@ pub struct NodeClient {
     identity: ArcSwapOption<AgentIdentity>,
     /// The mutual-TLS channel of the current identity (dropped when the identity changes).
     channel: Mutex<Option<Channel>>,
+    /// The federated bundles of the last complete sync.
+    federated: ArcSwap<FederatedBundles>,
+    /// The federated bundles revision of the last complete sync (`None` before the first).
+    bundles_revision: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -327,22 +375,60 @@ fn split_host(address: &str) -> Result<(ServerName<'static>, String), NodeClient
     Ok((name, format!("http://{address}")))
 }
 
-fn bundle_from_proto(td: &TrustDomain, b: pb::Bundle) -> Result<Bundle, NodeClientError> {
+/// Decodes the SPIFFE bundle document of a wire bundle for `td`.
+fn decode_bundle(td: &TrustDomain, b: &pb::Bundle) -> Result<Bundle, NodeClientError> {
     if b.trust_domain != td.name() {
         return Err(NodeClientError::Protocol(format!(
             "bundle is for trust domain {:?}, expected {td}",
             b.trust_domain
         )));
     }
-    if b.x509_authorities.is_empty() {
+    if b.document.is_empty() {
+        return Err(NodeClientError::Protocol(format!(
+            "the bundle of {td} has no document"
+        )));
+    }
+    Bundle::from_json(td, b.document.as_bytes())
+        .map_err(|e| NodeClientError::Protocol(format!("the bundle of {td}: {e}")))
+}
+
+/// The own bundle: decoded, and with at least one X.509 authority.
+fn bundle_from_proto(td: &TrustDomain, b: pb::Bundle) -> Result<Bundle, NodeClientError> {
+    let bundle = decode_bundle(td, &b)?;
+    if bundle.x509_authorities.is_empty() {
         return Err(NodeClientError::Protocol(
             "bundle has no X.509 authority".into(),
         ));
     }
-    let mut bundle = Bundle::new(td.clone());
-    bundle.x509_authorities = b.x509_authorities;
-    bundle.sequence = b.sequence;
     Ok(bundle)
+}
+
+/// The federated bundles of a sync's last page, by trust domain (the own one is refused).
+fn federated_from_proto(
+    own: &TrustDomain,
+    bundles: Vec<pb::Bundle>,
+) -> Result<FederatedBundles, NodeClientError> {
+    let mut out = FederatedBundles::new();
+    for b in bundles {
+        let td = TrustDomain::new(&b.trust_domain).map_err(|e| {
+            NodeClientError::Protocol(format!(
+                "federated bundle trust domain {:?}: {e}",
+                b.trust_domain
+            ))
+        })?;
+        if &td == own {
+            return Err(NodeClientError::Protocol(format!(
+                "the own trust domain {own} is sent as a federated bundle"
+            )));
+        }
+        let bundle = decode_bundle(&td, &b)?;
+        if out.insert(td.clone(), bundle).is_some() {
+            return Err(NodeClientError::Protocol(format!(
+                "two federated bundles for {td}"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 impl NodeClient {
@@ -388,6 +474,8 @@ impl NodeClient {
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             identity: ArcSwapOption::empty(),
             channel: Mutex::new(None),
+            federated: ArcSwap::from_pointee(FederatedBundles::new()),
+            bundles_revision: Mutex::new(None),
         })
     }
 
@@ -396,9 +484,38 @@ impl NodeClient {
         &self.trust.issuer_id
     }
 
-    /// The trust bundle currently used to authenticate the issuer.
+    /// The trust bundle currently used to authenticate the issuer: the own trust domain's bundle,
+    /// with its JWT authorities once received from the issuer.
     pub fn bundle(&self) -> Arc<Bundle> {
         self.trust.bundle.load_full()
+    }
+
+    /// The bundles of the federated trust domains named in the `federates_with` of the agent's
+    /// entries, as of the last complete [`NodeClient::sync_entries`] (empty before).
+    pub fn federated_bundles(&self) -> Arc<FederatedBundles> {
+        self.federated.load_full()
+    }
+
+    /// One federated bundle of the last complete sync.
+    pub fn federated_bundle(&self, trust_domain: &TrustDomain) -> Option<Bundle> {
+        self.federated.load().get(trust_domain).cloned()
+    }
+
+    /// The issuer's federated bundles revision at the last complete sync (`None` before it).
+    pub fn bundles_revision(&self) -> Option<u64> {
+        *self
+            .bundles_revision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a [`NodeClient::watch`] event calls for a sync, given the revision of the last
+    /// complete sync: the entry revision moved above it, the own bundle's sequence differs from
+    /// the pinned bundle's, or the federated bundles revision differs from the last sync's.
+    pub fn needs_sync(&self, event: &WatchEvent, synced_revision: i64) -> bool {
+        event.revision > synced_revision
+            || event.bundle_sequence != self.bundle().sequence
+            || Some(event.bundles_revision) != self.bundles_revision()
     }
 
     /// Replaces the trust bundle (and ends insecure bootstrap).
@@ -707,7 +824,7 @@ impl NodeClient {
 
     /// Fetches every page of the entries authorized for this agent that changed since
     /// `since_revision` (0 = full listing); `page_size` 0 = the issuer's default. Updates the
-    /// pinned bundle from the response.
+    /// pinned bundle, and once every page was read, the federated bundles and their revision.
     pub async fn sync_entries(
         &self,
         since_revision: i64,
@@ -735,6 +852,12 @@ impl NodeClient {
                 self.set_bundle(bundle_from_proto(&self.trust_domain, b)?)?;
             }
             if page.next_page_token.is_empty() {
+                let federated = federated_from_proto(&self.trust_domain, page.federated_bundles)?;
+                self.federated.store(Arc::new(federated));
+                *self
+                    .bundles_revision
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(page.bundles_revision);
                 return Ok(out);
             }
             token = page.next_page_token;
@@ -792,20 +915,31 @@ impl NodeClient {
             .collect()
     }
 
-    /// Watches for changes (server push): yields `(revision, bundle_sequence)` at once (the
-    /// issuer's current store revision and own bundle sequence), then again whenever either
-    /// changes; bursts are coalesced. Call [`NodeClient::sync_entries`] (e.g. through
-    /// [`EntryCache::refresh`]) when `revision` is above the cache's revision, and
-    /// [`NodeClient::get_bundle`] when `bundle_sequence` is above the pinned bundle's `sequence`.
+    /// [`NodeClient::watch`] as `(revision, bundle_sequence)` pairs; an event that only changes
+    /// the federated bundles revision repeats the previous pair (sync when
+    /// [`NodeClient::needs_sync`] says so, or use [`NodeClient::watch`]).
+    pub fn watch_entries(
+        &self,
+    ) -> impl futures::Stream<Item = Result<(i64, u64), NodeClientError>> + Send + Unpin + '_ {
+        use futures::StreamExt;
+        self.watch()
+            .map(|r| r.map(|e| (e.revision, e.bundle_sequence)))
+    }
+
+    /// Watches for changes (server push): yields a [`WatchEvent`] at once (the issuer's current
+    /// store revision, own bundle sequence and federated bundles revision), then again whenever
+    /// any of them changes; bursts are coalesced. Call [`NodeClient::sync_entries`] (e.g. through
+    /// [`EntryCache::refresh`]) when [`NodeClient::needs_sync`] says so: the sync brings the
+    /// entries, the own bundle and the federated bundles.
     ///
     /// The connection or RPC failure, if any, is the last item. The stream also ends normally
     /// (`None`) when the issuer closes it: when the agent SVID it was opened with expires, after
     /// at most about ten minutes, or at issuer shutdown. Watch again then (with backoff after an
     /// error), and after [`NodeClient::renew`] so that the watch uses the new SVID; sync once on
     /// every (re)open, since changes may have happened in between.
-    pub fn watch_entries(
+    pub fn watch(
         &self,
-    ) -> impl futures::Stream<Item = Result<(i64, u64), NodeClientError>> + Send + Unpin + '_ {
+    ) -> impl futures::Stream<Item = Result<WatchEvent, NodeClientError>> + Send + Unpin + '_ {
         enum State<'a> {
             Start(&'a NodeClient),
             Open(Box<tonic::Streaming<pb::WatchEntriesEvent>>),
@@ -831,12 +965,61 @@ impl NodeClient {
                 State::Done => return None,
             };
             match events.message().await {
-                Ok(Some(ev)) => Some((Ok((ev.revision, ev.bundle_sequence)), State::Open(events))),
+                Ok(Some(ev)) => Some((
+                    Ok(WatchEvent {
+                        revision: ev.revision,
+                        bundle_sequence: ev.bundle_sequence,
+                        bundles_revision: ev.bundles_revision,
+                    }),
+                    State::Open(events),
+                )),
                 Ok(None) => None,
                 Err(s) => Some((Err(rpc_error(s)), State::Done)),
             }
         })
         .boxed()
+    }
+
+    /// Has the issuer mint a JWT-SVID for `entry_id` (an entry authorized for this agent, not a
+    /// node alias) with the given audiences (at least one, none empty), valid for the entry's
+    /// `jwt_svid_ttl` or the issuer's default.
+    pub async fn new_jwt_svid(
+        &self,
+        entry_id: &str,
+        audiences: &[String],
+    ) -> Result<JwtSvid, NodeClientError> {
+        let resp = self
+            .authed()
+            .await?
+            .new_jwtsvid(pb::NewJwtsvidRequest {
+                entry_id: entry_id.to_owned(),
+                audience: audiences.to_vec(),
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let svid = resp
+            .svid
+            .ok_or_else(|| NodeClientError::Protocol("response has no JWT-SVID".into()))?;
+        if svid.token.is_empty() {
+            return Err(NodeClientError::Protocol(
+                "the JWT-SVID token is empty".into(),
+            ));
+        }
+        let spiffe_id = SpiffeId::parse(&svid.spiffe_id)
+            .map_err(|e| NodeClientError::Protocol(format!("JWT-SVID SPIFFE ID: {e}")))?;
+        if !spiffe_id.is_member_of(&self.trust_domain) {
+            return Err(NodeClientError::Protocol(format!(
+                "JWT-SVID for {spiffe_id}, outside trust domain {}",
+                self.trust_domain
+            )));
+        }
+        Ok(JwtSvid {
+            spiffe_id,
+            token: svid.token,
+            expires_at: unix_to_system(svid.expires_at),
+            issued_at: unix_to_system(svid.issued_at),
+        })
     }
 
     /// Fetches the issuer's trust bundle (and pins it).
@@ -1134,6 +1317,62 @@ mod tests {
         let kp = rcgen::KeyPair::try_from(key.as_slice()).unwrap();
         use rcgen::PublicKeyData;
         assert_eq!(parsed.public_key.der_bytes(), kp.der_bytes());
+    }
+
+    fn wire_bundle(td: &str, document: &str) -> pb::Bundle {
+        pb::Bundle {
+            trust_domain: td.into(),
+            sequence: 0,
+            document: document.into(),
+        }
+    }
+
+    #[test]
+    fn wire_bundles_are_checked() {
+        let own = TrustDomain::new("example.org").unwrap();
+        let empty_doc = r#"{"keys":[],"spiffe_sequence":3}"#;
+        // A federated bundle may be empty; the own one needs an X.509 authority.
+        let fed = federated_from_proto(&own, vec![wire_bundle("partner.test", empty_doc)]).unwrap();
+        let partner = TrustDomain::new("partner.test").unwrap();
+        assert_eq!(fed[&partner].sequence, 3);
+        assert!(matches!(
+            bundle_from_proto(&own, wire_bundle("example.org", empty_doc)),
+            Err(NodeClientError::Protocol(_))
+        ));
+        for bad in [
+            vec![wire_bundle("example.org", empty_doc)],
+            vec![wire_bundle("Not A Domain", empty_doc)],
+            vec![wire_bundle("partner.test", "")],
+            vec![wire_bundle("partner.test", "{not json")],
+            vec![
+                wire_bundle("partner.test", empty_doc),
+                wire_bundle("partner.test", empty_doc),
+            ],
+        ] {
+            assert!(
+                matches!(
+                    federated_from_proto(&own, bad.clone()),
+                    Err(NodeClientError::Protocol(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            bundle_from_proto(&own, wire_bundle("partner.test", empty_doc)),
+            Err(NodeClientError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn jwt_svid_debug_redacts_the_token() {
+        let svid = JwtSvid {
+            spiffe_id: SpiffeId::parse("spiffe://td/w").unwrap(),
+            token: "header.claims.signature".into(),
+            expires_at: UNIX_EPOCH,
+            issued_at: UNIX_EPOCH,
+        };
+        let dbg = format!("{svid:?}");
+        assert!(!dbg.contains("claims") && dbg.contains("redacted"), "{dbg}");
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use signet_ca::CertificateAuthority;
+use signet_ca::jwt::JwtKeyManager;
+use signet_spiffe::bundle::Bundle;
 use signet_spiffe::{SpiffeId, TrustDomain};
 use signet_store::Store;
 
@@ -29,6 +31,11 @@ pub struct Issuer {
     pub store: Arc<dyn Store>,
     /// The certificate authority.
     pub ca: Arc<CertificateAuthority>,
+    /// The JWT-SVID signing keys: the same instance the CA synchronizer
+    /// ([`crate::ca_sync::CaSync::with_jwt`]) rotates and publishes.
+    pub jwt: Arc<JwtKeyManager>,
+    /// `jwt_issuer`: the `iss` claim of minted JWT-SVIDs (none when unset).
+    pub jwt_issuer: Option<String>,
     /// TTL defaults.
     pub defaults: Defaults,
     /// Prometheus metrics.
@@ -39,6 +46,31 @@ pub struct Issuer {
     /// [`RevisionNotifier::notify`] after every in-process change of registration entries or of
     /// the own trust bundle (`RevisionNotifier::new()` when building an `Issuer`).
     pub notifier: Arc<RevisionNotifier>,
+}
+
+impl Issuer {
+    /// The own bundle's `spiffe_sequence`: the CA's bundle sequence plus the JWT keys' sequence
+    /// (both only grow, so the sum grows whenever either set of authorities changes).
+    pub fn own_bundle_sequence(&self) -> u64 {
+        self.ca
+            .bundle_sequence()
+            .saturating_add(self.jwt.sequence())
+    }
+
+    /// The own trust bundle as it is now in memory: the CA's trust anchors, the JWT authorities and
+    /// [`Self::own_bundle_sequence`], without a refresh hint (the node API sends it to agents).
+    pub fn own_bundle(&self) -> Bundle {
+        // The sequence first: should a rotation happen meanwhile, the authorities are newer than
+        // the sequence says, and the next change notification makes agents fetch them again.
+        let sequence = self.own_bundle_sequence();
+        Bundle {
+            trust_domain: self.trust_domain.clone(),
+            x509_authorities: self.ca.trust_anchors(),
+            jwt_authorities: self.jwt.authorities(),
+            sequence,
+            refresh_hint: None,
+        }
+    }
 }
 
 /// `spiffe://<td>/signet/issuer`, the ID the issuer presents on the node API.

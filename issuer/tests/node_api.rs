@@ -15,10 +15,11 @@ use rcgen::{
 };
 use signet_agent::node_client::{
     AgentIdentity, EntryCache, NodeClient, NodeClientConfig, NodeClientError, SvidRequest,
-    generate_key_and_csr,
+    WatchEvent, generate_key_and_csr,
 };
 use signet_attestors::join_token;
 use signet_attestors::x509pop::{self, X509PopAgent};
+use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager};
 use signet_ca::{CaConfig, CertificateAuthority, KeyType};
 use signet_issuer::metrics::Metrics;
 use signet_issuer::node::notify::RevisionNotifier;
@@ -49,6 +50,7 @@ struct EnvOptions {
     node: NodeApiOptions,
     agent_ttl: Duration,
     notifier: RevisionNotifier,
+    jwt_issuer: Option<String>,
 }
 
 impl Default for EnvOptions {
@@ -57,6 +59,7 @@ impl Default for EnvOptions {
             node: NodeApiOptions::default(),
             agent_ttl: Duration::from_secs(3600),
             notifier: RevisionNotifier::new(),
+            jwt_issuer: None,
         }
     }
 }
@@ -89,11 +92,25 @@ impl Env {
             SystemTime::now(),
         )
         .unwrap();
+        let jwt = JwtKeyManager::open(
+            JwtKeyConfig {
+                trust_domain: td.clone(),
+                key_type: KeyType::EcP256,
+                key_ttl: signet_ca::jwt::DEFAULT_JWT_KEY_TTL,
+                max_token_ttl: signet_issuer::config::MAX_JWT_SVID_TTL,
+                key_dir: dir.path().join("jwt"),
+            },
+            None,
+            SystemTime::now(),
+        )
+        .unwrap();
         let issuer = Arc::new(Issuer {
             issuer_id: issuer_id(&td).unwrap(),
             trust_domain: td,
             store,
             ca: Arc::new(ca),
+            jwt: Arc::new(jwt),
+            jwt_issuer: opts.jwt_issuer,
             defaults: Defaults {
                 x509_svid_ttl: Duration::from_secs(3600),
                 jwt_svid_ttl: Duration::from_secs(300),
@@ -1363,7 +1380,7 @@ async fn watch_sends_the_current_revision_then_each_notified_change() {
     let (rev, seq) = next_event(&mut watch).await;
     // The first event is the current state (the issuer's first read, or the notified one).
     assert!(rev == 0 || rev == before.revision, "{rev}");
-    assert_eq!(seq, env.issuer.ca.bundle_sequence());
+    assert_eq!(seq, env.issuer.own_bundle_sequence());
     let rev = if rev == before.revision {
         rev
     } else {
@@ -1382,7 +1399,7 @@ async fn watch_sends_the_current_revision_then_each_notified_change() {
     let (rev, seq) = next_event(&mut watch).await;
     eprintln!("notified change seen after {:?}", started.elapsed());
     assert_eq!(rev, entry.revision);
-    assert_eq!(seq, env.issuer.ca.bundle_sequence());
+    assert_eq!(seq, env.issuer.own_bundle_sequence());
     // The agent then syncs the delta and gets the entry.
     let delta = client.sync_entries(before.revision, 0).await.unwrap();
     assert_eq!(delta.revision, entry.revision);
@@ -1451,5 +1468,345 @@ async fn watch_ends_when_the_agent_svid_expires() {
     next_event(&mut watch).await;
     // Ends normally (the agent renews and watches again with its new SVID).
     assert!(watch.next().await.is_none());
+    env.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// bundles: own (X.509 + JWT authorities) and federated
+
+/// A federated trust domain's bundle document: one X.509 authority, the given sequence.
+fn partner_document(td: &str, sequence: u64) -> (String, Vec<u8>) {
+    let ca = pop_ca(td);
+    let mut b = Bundle::new(TrustDomain::new(td).unwrap());
+    b.x509_authorities = vec![ca.der.clone()];
+    b.sequence = sequence;
+    (b.to_json().unwrap(), ca.der)
+}
+
+async fn set_federated(env: &Env, td: &str, document: &str) {
+    env.issuer
+        .store
+        .set_bundle(signet_store::StoredBundle {
+            trust_domain: td.into(),
+            document: document.into(),
+            own: false,
+            updated_at: now_s(),
+        })
+        .await
+        .unwrap();
+}
+
+/// The next event of [`NodeClient::watch`] (the timeout only keeps a broken build from hanging).
+async fn next_watch_event<S>(watch: &mut S) -> WatchEvent
+where
+    S: futures::Stream<Item = Result<WatchEvent, NodeClientError>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("no watch event")
+        .expect("the watch ended")
+        .expect("watch error")
+}
+
+#[tokio::test]
+async fn federated_bundles_reach_only_agents_whose_entries_federate_and_wake_watchers() {
+    // Polling every hour: only `notify` (as federation and the admin API call it) explains events.
+    let env = Env::start_with(EnvOptions {
+        notifier: RevisionNotifier::with_poll_interval(Duration::from_secs(3600)),
+        ..EnvOptions::default()
+    })
+    .await;
+    let (fed_client, fed_id) = env.agent().await;
+    let (plain_client, plain_id) = env.agent().await;
+    env.entry_with(NewEntry {
+        spiffe_id: format!("spiffe://{TD}/fed"),
+        parent_id: fed_id.spiffe_id.to_string(),
+        selectors: vec![Selector::new("unix", "uid:1000")],
+        federates_with: vec!["partner.test".into(), "absent.test".into()],
+        ..NewEntry::default()
+    })
+    .await;
+    env.entry(
+        &format!("spiffe://{TD}/plain"),
+        &plain_id.spiffe_id.to_string(),
+    )
+    .await;
+    env.issuer.notifier.notify();
+
+    let mut watch = fed_client.watch();
+    let mut first = next_watch_event(&mut watch).await;
+    let entries_rev = env.issuer.store.current_revision().await.unwrap();
+    while first.revision < entries_rev {
+        first = next_watch_event(&mut watch).await;
+    }
+    assert_eq!(first.bundles_revision, 0, "no federated bundle yet");
+    let synced = fed_client.sync_entries(0, 0).await.unwrap();
+    assert!(fed_client.federated_bundles().is_empty());
+    assert_eq!(fed_client.bundles_revision(), Some(0));
+    assert!(!fed_client.needs_sync(&first, synced.revision));
+
+    // A federated bundle arrives (federation stores it and notifies): the watch fires.
+    let partner = TrustDomain::new("partner.test").unwrap();
+    let (doc, partner_ca) = partner_document("partner.test", 7);
+    set_federated(&env, "partner.test", &doc).await;
+    let (other_doc, _) = partner_document("other.test", 1);
+    set_federated(&env, "other.test", &other_doc).await;
+    env.issuer.notifier.notify();
+    let mut ev = next_watch_event(&mut watch).await;
+    while ev.bundles_revision == first.bundles_revision {
+        ev = next_watch_event(&mut watch).await;
+    }
+    assert_eq!(ev.revision, first.revision, "no entry changed");
+    assert!(fed_client.needs_sync(&ev, synced.revision));
+
+    // A delta sync brings the bundles the agent's entries federate with, and only those.
+    let delta = fed_client.sync_entries(synced.revision, 0).await.unwrap();
+    assert!(delta.entries.is_empty());
+    let bundles = fed_client.federated_bundles();
+    assert_eq!(bundles.keys().collect::<Vec<_>>(), vec![&partner]);
+    assert_eq!(bundles[&partner].x509_authorities, vec![partner_ca]);
+    assert_eq!(bundles[&partner].sequence, 7);
+    assert_eq!(fed_client.bundles_revision(), Some(ev.bundles_revision));
+    assert!(!fed_client.needs_sync(&ev, delta.revision));
+
+    // The agent without a federating entry gets none, at the same bundles revision.
+    plain_client.sync_entries(0, 0).await.unwrap();
+    assert!(plain_client.federated_bundles().is_empty());
+    assert_eq!(plain_client.bundles_revision(), Some(ev.bundles_revision));
+
+    // An update of the bundle fires again and is synced; so is its removal.
+    let (doc2, partner_ca2) = partner_document("partner.test", 8);
+    set_federated(&env, "partner.test", &doc2).await;
+    env.issuer.notifier.notify();
+    let updated = next_watch_event(&mut watch).await;
+    assert_ne!(updated.bundles_revision, ev.bundles_revision);
+    fed_client.sync_entries(delta.revision, 0).await.unwrap();
+    let b = fed_client.federated_bundle(&partner).unwrap();
+    assert_eq!((b.sequence, b.x509_authorities), (8, vec![partner_ca2]));
+
+    env.issuer
+        .store
+        .delete_bundle("partner.test")
+        .await
+        .unwrap();
+    env.issuer.notifier.notify();
+    let removed = next_watch_event(&mut watch).await;
+    assert_ne!(removed.bundles_revision, updated.bundles_revision);
+    assert!(fed_client.needs_sync(&removed, delta.revision));
+    fed_client.sync_entries(delta.revision, 0).await.unwrap();
+    assert!(fed_client.federated_bundles().is_empty());
+    drop(watch);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn federated_bundle_changes_made_elsewhere_are_seen_through_the_poll() {
+    // Default poll (250 ms), no notify: as when another issuer stores the bundle.
+    let env = Env::start(NodeApiOptions::default()).await;
+    let (client, _) = env.agent().await;
+    let mut watch = client.watch();
+    let first = next_watch_event(&mut watch).await;
+    let (doc, _) = partner_document("partner.test", 1);
+    set_federated(&env, "partner.test", &doc).await;
+    let mut ev = next_watch_event(&mut watch).await;
+    while ev.bundles_revision == first.bundles_revision {
+        ev = next_watch_event(&mut watch).await;
+    }
+    assert_ne!(ev.bundles_revision, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn own_bundle_carries_jwt_authorities_and_jwt_rotation_wakes_watchers() {
+    let env = Env::start_with(EnvOptions {
+        notifier: RevisionNotifier::with_poll_interval(Duration::from_secs(3600)),
+        ..EnvOptions::default()
+    })
+    .await;
+    let client = env.client();
+    let a = client
+        .attest_join_token(&env.token(600, None).await)
+        .await
+        .unwrap();
+    let kids = |b: &Bundle| {
+        b.jwt_authorities
+            .iter()
+            .map(|j| j.key_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let own_kids = || {
+        env.issuer
+            .jwt
+            .authorities()
+            .into_iter()
+            .map(|j| j.key_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kids(&a.bundle), own_kids());
+    assert_eq!(kids(&a.bundle).len(), 1);
+    assert_eq!(a.bundle.x509_authorities, env.issuer.ca.trust_anchors());
+    assert_eq!(a.bundle.sequence, env.issuer.own_bundle_sequence());
+    let got = client.get_bundle().await.unwrap();
+    assert_eq!(got, a.bundle);
+
+    let mut watch = client.watch();
+    let first = next_watch_event(&mut watch).await;
+    assert_eq!(first.bundle_sequence, a.bundle.sequence);
+    // A JWT key rotation step (CaSync persists it and notifies).
+    env.issuer.jwt.prepare(SystemTime::now()).unwrap();
+    env.issuer.notifier.notify();
+    let ev = next_watch_event(&mut watch).await;
+    assert!(ev.bundle_sequence > first.bundle_sequence);
+    assert_eq!(ev.bundle_sequence, env.issuer.own_bundle_sequence());
+    assert!(client.needs_sync(&ev, ev.revision));
+    client.sync_entries(0, 0).await.unwrap();
+    assert_eq!(kids(&client.bundle()), own_kids());
+    assert_eq!(kids(&client.bundle()).len(), 2);
+    assert_eq!(client.bundle().sequence, ev.bundle_sequence);
+    env.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// JWT-SVIDs
+
+#[tokio::test]
+async fn jwt_svid_for_an_authorized_entry_validates_against_the_received_bundle() {
+    let env = Env::start_with(EnvOptions {
+        jwt_issuer: Some("https://oidc.example.org".into()),
+        ..EnvOptions::default()
+    })
+    .await;
+    let (client, identity) = env.agent().await;
+    let me = identity.spiffe_id.to_string();
+    let default_ttl = env.entry(&format!("spiffe://{TD}/web"), &me).await;
+    let short = env
+        .entry_with(NewEntry {
+            spiffe_id: format!("spiffe://{TD}/short"),
+            parent_id: me.clone(),
+            selectors: vec![Selector::new("unix", "uid:1000")],
+            jwt_svid_ttl: 60,
+            ..NewEntry::default()
+        })
+        .await;
+    // The agent uses the bundle it received from the issuer.
+    client.sync_entries(0, 0).await.unwrap();
+    let bundle = client.bundle();
+    assert!(!bundle.jwt_authorities.is_empty());
+
+    let svid = client
+        .new_jwt_svid(&default_ttl.id, &["svc-a".into(), "svc-b".into()])
+        .await
+        .unwrap();
+    assert_eq!(svid.spiffe_id.to_string(), default_ttl.fields.spiffe_id);
+    assert!(!format!("{svid:?}").contains(&svid.token));
+    let validated = signet_spiffe::jwt::validate_jwt_svid(
+        &svid.token,
+        "svc-b",
+        |td: &TrustDomain| (td == &bundle.trust_domain).then(|| bundle.clone()),
+        SystemTime::now(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    assert_eq!(validated.spiffe_id, svid.spiffe_id);
+    assert_eq!(validated.audience, vec!["svc-a", "svc-b"]);
+    assert_eq!(validated.expiry, svid.expires_at);
+    assert_eq!(validated.claims["iss"], "https://oidc.example.org");
+    // TTL: the issuer's default (300 s) here, the entry's own below.
+    assert_eq!(
+        svid.expires_at.duration_since(svid.issued_at).unwrap(),
+        Duration::from_secs(300)
+    );
+    let s = client
+        .new_jwt_svid(&short.id, &["svc-a".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.expires_at.duration_since(s.issued_at).unwrap(),
+        Duration::from_secs(60)
+    );
+    // Another audience is refused by the validator.
+    assert!(
+        signet_spiffe::jwt::validate_jwt_svid(
+            &s.token,
+            "svc-b",
+            |_: &TrustDomain| Some(bundle.clone()),
+            SystemTime::now(),
+            Duration::ZERO,
+        )
+        .is_err()
+    );
+    let metrics = env.issuer.metrics.encode().unwrap();
+    assert!(metrics.contains("jwt_svid"), "{metrics}");
+    assert!(metrics.contains("NewJWTSVID"), "{metrics}");
+    // Minting is not audited (too hot).
+    assert!(
+        env.issuer
+            .store
+            .list_audit_events(0, 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.event.kind.starts_with("jwt"))
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_svid_refused_for_unauthorized_entries_and_bad_audiences() {
+    let alias = format!("spiffe://{TD}/cluster/prod");
+    let env = Env::start(NodeApiOptions::default()).await;
+    let client = env.client();
+    let a = client
+        .attest_join_token(&env.token(600, Some(&alias)).await)
+        .await
+        .unwrap();
+    let me = a.identity.spiffe_id.to_string();
+    let (_, other) = env.agent().await;
+    let mine = env.entry(&format!("spiffe://{TD}/mine"), &me).await;
+    let theirs = env
+        .entry(
+            &format!("spiffe://{TD}/theirs"),
+            &other.spiffe_id.to_string(),
+        )
+        .await;
+    let sync = client.sync_entries(0, 0).await.unwrap();
+    let alias_entry = sync.entries.iter().find(|e| e.node_alias).unwrap();
+    let aud = vec!["svc".to_string()];
+
+    for (id, what) in [
+        (theirs.id.as_str(), "another agent's entry"),
+        ("no-such-entry", "an unknown entry"),
+        (alias_entry.id.as_str(), "a node alias"),
+    ] {
+        let (code, msg) = rpc(client.new_jwt_svid(id, &aud).await.unwrap_err());
+        assert_eq!(code, tonic::Code::PermissionDenied, "{what}: {msg}");
+    }
+    let too_many: Vec<String> = (0..33).map(|i| format!("a{i}")).collect();
+    let too_long = vec!["x".repeat(1025)];
+    for (audience, what) in [
+        (vec![], "no audience"),
+        (vec![String::new()], "an empty audience"),
+        (vec!["ok".to_string(), String::new()], "one empty audience"),
+        (too_many, "33 audiences"),
+        (too_long, "a 1025-byte audience"),
+    ] {
+        let (code, msg) = rpc(client.new_jwt_svid(&mine.id, &audience).await.unwrap_err());
+        assert_eq!(code, tonic::Code::InvalidArgument, "{what}: {msg}");
+    }
+    let (code, _) = rpc(client.new_jwt_svid("", &aud).await.unwrap_err());
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    // The authorized entry works.
+    client.new_jwt_svid(&mine.id, &aud).await.unwrap();
+
+    // Without mutual TLS: refused before anything else.
+    let mut raw = client.raw_client(false).await.unwrap();
+    let err = raw
+        .new_jwtsvid(pb::NewJwtsvidRequest {
+            entry_id: mine.id.clone(),
+            audience: aud.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
     env.stop().await;
 }

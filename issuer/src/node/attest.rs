@@ -17,7 +17,7 @@ use signet_store::{
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{NodeService, bundle_proto, store_status, svid_proto};
+use super::{NodeService, store_status, svid_proto};
 use crate::ca_sync::unix_secs;
 use crate::state::Issuer;
 
@@ -377,6 +377,8 @@ impl NodeService {
             created_at: existing.as_ref().map_or(now_s, |a| a.created_at),
             updated_at: now_s,
         };
+        // Encoded before anything is stored: should it fail, the attestation leaves no trace.
+        let bundle = self.own_bundle_proto().map_err(|s| (s, false))?;
         let issuer_id = issuer.issuer_id.to_string();
         let aliases_created = if is_join_token {
             let token = redeem_join_token(
@@ -420,7 +422,7 @@ impl NodeService {
         Ok(pb::AttestationResult {
             spiffe_id: id_str,
             svid: Some(svid_proto(&agent_id, svid.cert_chain_der, expires_at)),
-            bundle: Some(bundle_proto(issuer)),
+            bundle: Some(bundle),
             selectors: selectors
                 .into_iter()
                 .map(|s| pb::Selector {

@@ -7,8 +7,14 @@
 //! the store: the agent must exist, must not be banned, and the presented SVID must be its current
 //! one (same serial), so an SVID that was renewed away is refused.
 //!
-//! `WatchEntries` pushes the store revision and bundle sequence to agents ([`notify`]): the server
-//! runs the issuer's [`notify::RevisionNotifier`] refresh loop while it serves.
+//! `WatchEntries` pushes the store revision, the own bundle sequence and the federated bundles
+//! revision to agents ([`notify`]): the server runs the issuer's [`notify::RevisionNotifier`]
+//! refresh loop while it serves. Bundles travel as SPIFFE bundle documents: the own bundle (X.509
+//! and JWT authorities) with every sync page, `RenewAgent`, `GetBundle` and attestation; the
+//! federated bundles named in the `federates_with` of the agent's entries on the last sync page.
+//!
+//! `NewJWTSVID` mints JWT-SVIDs for authorized entries with the issuer's
+//! [`JwtKeyManager`](signet_ca::jwt::JwtKeyManager) (the one the CA synchronizer rotates).
 //!
 //! Every RPC runs in a tracing span (`node_rpc`, with the method and the peer agent ID) and is
 //! counted by `record_rpc("node", method, code)`.
@@ -18,11 +24,11 @@ pub mod authz;
 pub mod notify;
 pub mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use signet_attestors::NodeAttestor;
@@ -30,7 +36,8 @@ use signet_attestors::x509pop::{self, X509PopAttestor};
 use signet_ca::X509SvidRequest;
 use signet_proto::node as pb;
 use signet_proto::node::node_server::{Node, NodeServer};
-use signet_spiffe::SpiffeId;
+use signet_spiffe::bundle::Bundle;
+use signet_spiffe::{SpiffeId, TrustDomain};
 use signet_store::{AttestedAgent, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -45,6 +52,11 @@ use tls::NodeConnectInfo;
 
 /// The most items in one `BatchNewX509SVID` call.
 pub const MAX_BATCH: usize = 500;
+
+/// The most audience values in one `NewJWTSVID` call.
+pub const MAX_AUDIENCES: usize = 32;
+/// The longest audience value (bytes) in a `NewJWTSVID` call.
+pub const MAX_AUDIENCE_LEN: usize = 1024;
 
 /// Time allowed for a whole attestation (including the agent's challenge answers).
 pub(crate) const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,12 +102,7 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let service =
         NodeService::new(issuer.clone(), options).map_err(|e| anyhow::anyhow!("node API: {e}"))?;
-    let _notifier = AbortOnDrop(tokio::spawn(
-        issuer
-            .notifier
-            .clone()
-            .run(issuer.store.clone(), issuer.ca.clone()),
-    ));
+    let _notifier = AbortOnDrop(tokio::spawn(issuer.notifier.clone().run(issuer.clone())));
     // Watch streams never end by themselves: end them when the server starts shutting down, so
     // that the graceful shutdown does not wait for them.
     let closing = service.clone();
@@ -134,6 +141,8 @@ pub struct NodeService {
     attestors: Arc<BTreeMap<&'static str, Arc<dyn NodeAttestor>>>,
     /// Set to `true` by [`NodeService::close_streams`].
     closing: Arc<watch::Sender<bool>>,
+    /// The own bundle on the wire, encoded once per bundle sequence.
+    own_bundle: Arc<Mutex<Option<pb::Bundle>>>,
 }
 
 /// The response stream of `WatchEntries`.
@@ -154,13 +163,34 @@ pub(crate) fn store_status(e: &StoreError) -> Status {
     }
 }
 
-/// The own trust bundle on the wire.
-pub(crate) fn bundle_proto(issuer: &Issuer) -> pb::Bundle {
-    pb::Bundle {
-        trust_domain: issuer.trust_domain.name().to_owned(),
-        x509_authorities: issuer.ca.trust_anchors(),
-        sequence: issuer.ca.bundle_sequence(),
-    }
+/// The federated bundles among `stored` whose trust domains are in `wanted`, on the wire. A stored
+/// document that does not parse is left out (and logged): agents only get usable bundles.
+pub(crate) fn federated_bundles_proto(
+    stored: Vec<signet_store::StoredBundle>,
+    wanted: &BTreeSet<&str>,
+) -> Vec<pb::Bundle> {
+    stored
+        .into_iter()
+        .filter(|b| !b.own && wanted.contains(b.trust_domain.as_str()))
+        .filter_map(|b| {
+            let parsed = TrustDomain::new(&b.trust_domain)
+                .map_err(|e| e.to_string())
+                .and_then(|td| {
+                    Bundle::from_json(&td, b.document.as_bytes()).map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(bundle) => Some(pb::Bundle {
+                    trust_domain: b.trust_domain,
+                    sequence: bundle.sequence,
+                    document: b.document,
+                }),
+                Err(e) => {
+                    tracing::warn!(trust_domain = %b.trust_domain, error = %e, "stored federated bundle is invalid; not sent to agents");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn svid_proto(id: &SpiffeId, chain: Vec<Vec<u8>>, expires_at: i64) -> pb::X509svid {
@@ -207,7 +237,66 @@ impl NodeService {
             issuer,
             attestors: Arc::new(attestors),
             closing: Arc::new(watch::channel(false).0),
+            own_bundle: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The own trust bundle on the wire (X.509 and JWT authorities), re-encoded only when its
+    /// sequence moved.
+    pub(crate) fn own_bundle_proto(&self) -> Result<pb::Bundle, Status> {
+        let sequence = self.issuer.own_bundle_sequence();
+        if let Some(b) = self
+            .own_bundle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|b| b.sequence == sequence)
+        {
+            return Ok(b.clone());
+        }
+        let bundle = self.issuer.own_bundle();
+        let document = bundle.to_json().map_err(|e| {
+            tracing::error!(error = %e, "cannot encode the own trust bundle");
+            Status::internal("cannot encode the own trust bundle")
+        })?;
+        let wire = pb::Bundle {
+            trust_domain: bundle.trust_domain.name().to_owned(),
+            sequence: bundle.sequence,
+            document,
+        };
+        *self
+            .own_bundle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(wire.clone());
+        Ok(wire)
+    }
+
+    /// The federated bundles the `authorized` entries (node aliases excepted) federate with, and
+    /// the federated bundles revision they were read at.
+    async fn federated_bundles(
+        &self,
+        authorized: &BTreeMap<String, authz::AuthorizedEntry>,
+    ) -> Result<(Vec<pb::Bundle>, u64), Status> {
+        let stored = self
+            .issuer
+            .store
+            .list_bundles()
+            .await
+            .map_err(|e| store_status(&e))?;
+        let revision = notify::bundles_revision(&stored);
+        let own = self.issuer.trust_domain.name();
+        let wanted: BTreeSet<&str> = authorized
+            .values()
+            .filter(|a| !a.node_alias)
+            .flat_map(|a| a.entry.fields.federates_with.iter().map(String::as_str))
+            .filter(|td| *td != own)
+            .collect();
+        let bundles = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            federated_bundles_proto(stored, &wanted)
+        };
+        Ok((bundles, revision))
     }
 
     /// Ends every open `WatchEntries` stream (status OK) and refuses new ones with `UNAVAILABLE`:
@@ -305,6 +394,9 @@ impl NodeService {
         let caller = self.authenticate(info).await?;
         let spki = signet_ca::public_key_from_csr(csr)
             .map_err(|e| Status::invalid_argument(format!("invalid CSR: {e}")))?;
+        // Encoded before the new serial is stored: should it fail, the current SVID stays valid.
+        // (A CA is published before it signs, so this bundle verifies the new SVID.)
+        let bundle = self.own_bundle_proto()?;
         let issuer = &self.issuer;
         let now = SystemTime::now();
         let started = Instant::now();
@@ -350,7 +442,7 @@ impl NodeService {
         .await;
         Ok(pb::RenewAgentResponse {
             svid: Some(svid_proto(&caller.id, svid.cert_chain_der, expires_at)),
-            bundle: Some(bundle_proto(issuer)),
+            bundle: Some(bundle),
         })
     }
 
@@ -420,13 +512,20 @@ impl NodeService {
             n => n.min(authz::MAX_PAGE_SIZE),
         };
         let page = authz::paginate(&entries, &removed, &token, page_size);
+        let (federated_bundles, bundles_revision) = if page.next.is_none() {
+            self.federated_bundles(&authorized).await?
+        } else {
+            (Vec::new(), 0)
+        };
         Ok(pb::SyncEntriesResponse {
             entries: page.entries,
             removed_entry_ids: page.removed,
             revision: token.revision,
             next_page_token: page.next.map(|t| t.encode()).unwrap_or_default(),
-            bundle: Some(bundle_proto(&self.issuer)),
+            bundle: Some(self.own_bundle_proto()?),
             full: token.full,
+            federated_bundles,
+            bundles_revision,
         })
     }
 
@@ -484,6 +583,81 @@ impl NodeService {
         .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
         Ok(pb::BatchNewX509svidResponse { results })
     }
+
+    async fn new_jwt(
+        &self,
+        info: Option<&NodeConnectInfo>,
+        req: pb::NewJwtsvidRequest,
+    ) -> Result<pb::NewJwtsvidResponse, Status> {
+        let caller = self.authenticate(info).await?;
+        if req.entry_id.is_empty() {
+            return Err(Status::invalid_argument("entry_id is required"));
+        }
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument(
+                "at least one audience is required",
+            ));
+        }
+        if req.audience.len() > MAX_AUDIENCES {
+            return Err(Status::invalid_argument(format!(
+                "{} audiences; at most {MAX_AUDIENCES}",
+                req.audience.len()
+            )));
+        }
+        if req.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("an audience is empty"));
+        }
+        if req.audience.iter().any(|a| a.len() > MAX_AUDIENCE_LEN) {
+            return Err(Status::invalid_argument(format!(
+                "an audience is longer than {MAX_AUDIENCE_LEN} bytes"
+            )));
+        }
+        let now = SystemTime::now();
+        let authorized = self.authorized(&caller, 0, unix_secs(now)).await?;
+        let entry = match authorized.get(&req.entry_id) {
+            Some(a) if !a.node_alias => &a.entry,
+            Some(_) => {
+                return Err(Status::permission_denied(format!(
+                    "entry {} is a node alias: node aliases are not signed for workloads",
+                    req.entry_id
+                )));
+            }
+            None => {
+                return Err(Status::permission_denied(format!(
+                    "entry {:?} is not authorized for agent {}",
+                    req.entry_id, caller.id
+                )));
+            }
+        };
+        let id = SpiffeId::parse(&entry.fields.spiffe_id).map_err(|e| {
+            tracing::error!(entry_id = %entry.id, error = %e, "stored entry has an invalid SPIFFE ID");
+            Status::internal("the entry's SPIFFE ID is invalid")
+        })?;
+        let issuer = &self.issuer;
+        let ttl = match entry.fields.jwt_svid_ttl {
+            0 => issuer.defaults.jwt_svid_ttl,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let started = Instant::now();
+        let minted = issuer
+            .jwt
+            .mint_jwt_svid(&id, &req.audience, ttl, now, issuer.jwt_issuer.as_deref())
+            .map_err(|e| {
+                tracing::error!(entry_id = %entry.id, error = %e, "cannot mint a JWT-SVID");
+                Status::internal(format!("cannot mint the JWT-SVID: {e}"))
+            })?;
+        issuer
+            .metrics
+            .record_signature("jwt_svid", started.elapsed().as_secs_f64());
+        Ok(pb::NewJwtsvidResponse {
+            svid: Some(pb::Jwtsvid {
+                spiffe_id: id.to_string(),
+                token: minted.token,
+                expires_at: unix_secs(minted.expiry),
+                issued_at: unix_secs(minted.issued_at),
+            }),
+        })
+    }
 }
 
 /// The events of one watch: the current value at once (once the store was read), then every change,
@@ -525,6 +699,7 @@ fn watch_stream(
                 let event = pb::WatchEntriesEvent {
                     revision: v.revision,
                     bundle_sequence: v.bundle_sequence,
+                    bundles_revision: v.bundles_revision,
                 };
                 return Some((Ok(event), st));
             }
@@ -702,6 +877,17 @@ impl Node for NodeService {
         .await
     }
 
+    async fn new_jwtsvid(
+        &self,
+        request: Request<pb::NewJwtsvidRequest>,
+    ) -> Result<Response<pb::NewJwtsvidResponse>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe("NewJWTSVID", remote, self.new_jwt(info.as_ref(), req))
+            .await
+    }
+
     type WatchEntriesStream = WatchEntriesStream;
 
     async fn watch_entries(
@@ -723,7 +909,7 @@ impl Node for NodeService {
         self.observe("GetBundle", remote, async {
             self.authenticate(info.as_ref()).await?;
             Ok(pb::GetBundleResponse {
-                bundle: Some(bundle_proto(&self.issuer)),
+                bundle: Some(self.own_bundle_proto()?),
             })
         })
         .await
