@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use signet_ca::jwt::{JwtError, JwtKeyManager, JwtRotationOutcome};
+use signet_ca::jwt::{JwtError, JwtRotationOutcome};
 use signet_ca::{CaError, RotationOutcome};
 use signet_spiffe::bundle::{Bundle, BundleError};
 use signet_store::{StoreError, StoredBundle};
@@ -34,13 +34,13 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-/// Serializes writes of the CA journal and own bundle so that an older snapshot never overwrites a
-/// newer one.
+/// Serializes writes of the CA and JWT key journals and of the own bundle so that an older
+/// snapshot never overwrites a newer one, and rotates the CA and the JWT keys of the issuer
+/// ([`Issuer::ca`], [`Issuer::jwt`]).
 pub struct CaSync {
     issuer: Arc<Issuer>,
     ca_ttl: Duration,
     refresh_hint: u64,
-    jwt: Option<Arc<JwtKeyManager>>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -80,21 +80,8 @@ impl CaSync {
             issuer,
             ca_ttl,
             refresh_hint: refresh_hint(ca_ttl),
-            jwt: None,
             lock: tokio::sync::Mutex::new(()),
         }
-    }
-
-    /// Publishes the JWT authorities of `jwt` in the own bundle, persists its journal with the
-    /// CA's and rotates its keys with the CA's.
-    pub fn with_jwt(mut self, jwt: Arc<JwtKeyManager>) -> Self {
-        self.jwt = Some(jwt);
-        self
-    }
-
-    /// The JWT key manager, when there is one.
-    pub fn jwt(&self) -> Option<&Arc<JwtKeyManager>> {
-        self.jwt.as_ref()
     }
 
     /// Publishes `hint` (whole seconds, at least 1) as the own bundle's `spiffe_refresh_hint`
@@ -106,40 +93,26 @@ impl CaSync {
         self
     }
 
-    /// The own trust bundle as the issuer publishes it now: in the store (hence to agents), on
-    /// the bundle endpoint and in `bundle show`. The one place that assembles it.
+    /// The own trust bundle as the issuer publishes it now, in the store, on the bundle endpoint
+    /// and in `bundle show`: [`Issuer::own_bundle`] (the one place that assembles the authorities
+    /// and the sequence) with the `spiffe_refresh_hint`.
     pub fn own_bundle(&self) -> Bundle {
-        let ca = &self.issuer.ca;
-        Bundle {
-            trust_domain: self.issuer.trust_domain.clone(),
-            x509_authorities: ca.trust_anchors(),
-            jwt_authorities: self
-                .jwt
-                .as_ref()
-                .map(|j| j.authorities())
-                .unwrap_or_default(),
-            // Both counters only grow, so their sum grows whenever either set of authorities
-            // changes.
-            sequence: ca
-                .bundle_sequence()
-                .saturating_add(self.jwt.as_ref().map_or(0, |j| j.sequence())),
-            refresh_hint: Some(self.refresh_hint),
-        }
+        let mut bundle = self.issuer.own_bundle();
+        bundle.refresh_hint = Some(self.refresh_hint);
+        bundle
     }
 
-    /// Writes the CA journal and the own bundle to the store.
+    /// Writes the CA and JWT key journals and the own bundle to the store.
     pub async fn persist(&self) -> Result<(), SyncError> {
         let _guard = self.lock.lock().await;
         let journal = self.issuer.ca.journal_bytes()?;
         let document = self.own_bundle().to_json()?;
         self.issuer.store.save_journal(CA_JOURNAL, &journal).await?;
-        if let Some(jwt) = &self.jwt {
-            let journal = jwt.journal_bytes()?;
-            self.issuer
-                .store
-                .save_journal(JWT_JOURNAL, &journal)
-                .await?;
-        }
+        let journal = self.issuer.jwt.journal_bytes()?;
+        self.issuer
+            .store
+            .save_journal(JWT_JOURNAL, &journal)
+            .await?;
         let stored = StoredBundle {
             trust_domain: self.issuer.trust_domain.name().to_owned(),
             document,
@@ -160,10 +133,7 @@ impl CaSync {
 
     /// One automatic rotation step of the JWT keys: persists and audits any change.
     async fn rotate_jwt_once(&self, now: SystemTime) -> Result<(), SyncError> {
-        let Some(jwt) = &self.jwt else {
-            return Ok(());
-        };
-        let (what, details) = match jwt.rotate_if_due(now)? {
+        let (what, details) = match self.issuer.jwt.rotate_if_due(now)? {
             JwtRotationOutcome::Unchanged => return Ok(()),
             JwtRotationOutcome::Prepared(k) => ("prepared", serde_json::json!({"kid": k.kid})),
             JwtRotationOutcome::Activated(k) => ("activated", serde_json::json!({"kid": k.kid})),

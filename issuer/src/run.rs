@@ -143,8 +143,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
     let ca_sync = Arc::new(
         CaSync::new(issuer.clone(), config.ca.ttl)
-            .with_refresh_hint(config.bundle_endpoint.as_ref().and_then(|b| b.refresh_hint))
-            .with_jwt(issuer.jwt.clone()),
+            .with_refresh_hint(config.bundle_endpoint.as_ref().and_then(|b| b.refresh_hint)),
     );
     ca_sync
         .persist()

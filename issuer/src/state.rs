@@ -31,8 +31,8 @@ pub struct Issuer {
     pub store: Arc<dyn Store>,
     /// The certificate authority.
     pub ca: Arc<CertificateAuthority>,
-    /// The JWT-SVID signing keys: the same instance the CA synchronizer
-    /// ([`crate::ca_sync::CaSync::with_jwt`]) rotates and publishes.
+    /// The JWT-SVID signing keys, which the CA synchronizer ([`crate::ca_sync::CaSync`]) rotates
+    /// and persists with the CA.
     pub jwt: Arc<JwtKeyManager>,
     /// `jwt_issuer`: the `iss` claim of minted JWT-SVIDs (none when unset).
     pub jwt_issuer: Option<String>,
@@ -58,7 +58,9 @@ impl Issuer {
     }
 
     /// The own trust bundle as it is now in memory: the CA's trust anchors, the JWT authorities and
-    /// [`Self::own_bundle_sequence`], without a refresh hint (the node API sends it to agents).
+    /// [`Self::own_bundle_sequence`], without a refresh hint. The one place that assembles it: the
+    /// node API sends it to agents as is, [`crate::ca_sync::CaSync::own_bundle`] adds the refresh
+    /// hint for the store, the bundle endpoint and `bundle show`.
     pub fn own_bundle(&self) -> Bundle {
         // The sequence first: should a rotation happen meanwhile, the authorities are newer than
         // the sequence says, and the next change notification makes agents fetch them again.

@@ -20,21 +20,24 @@ use signet_spiffe::tls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::state::Issuer;
+use crate::tls_accept::Handshakes;
 
 /// Path prefix of agent IDs; only such SVIDs are accepted as client certificates.
 pub const AGENT_PATH_PREFIX: &str = "/signet/agent";
 
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent TLS handshakes at most.
-const MAX_HANDSHAKES: usize = 256;
+/// TLS handshakes: 256 at once at most, 10 s each.
+const HANDSHAKES: Handshakes = Handshakes {
+    listener: "node API",
+    max_concurrent: 256,
+    timeout: Duration::from_secs(10),
+};
 /// Shortest wait between two renewals of the issuer SVID, and retry delay after a failure.
 const MIN_RENEW_WAIT: Duration = Duration::from_secs(1);
 const RETRY_WAIT: Duration = Duration::from_secs(10);
@@ -309,41 +312,10 @@ pub(crate) async fn accept_loop(
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<Result<NodeConn, std::io::Error>>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let (tcp, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "node API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = tx.closed() => return,
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send(Ok(NodeConn::new(tls, addr))).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "node API TLS handshake failed");
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %addr, "node API TLS handshake timed out");
-                }
-            }
-        });
-    }
+    crate::tls_accept::accept_loop(listener, acceptor, HANDSHAKES, tx, |tls, addr| {
+        Ok(NodeConn::new(tls, addr))
+    })
+    .await;
 }
 
 #[cfg(test)]
