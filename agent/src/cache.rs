@@ -8,7 +8,10 @@
 //! Memory: an SVID is kept as DER bytes (the certificate chain, leaf first, exactly as the Workload
 //! API sends it) and its PKCS#8 private key, both owned by one `Arc<CachedSvid>` shared by every
 //! snapshot and every response that contains it. No PEM, no parsed certificate, no copy of the
-//! selector strings in the matching index (it stores hashes and positions only).
+//! selector strings in the matching index (it stores hashes and positions only). Per SVID the
+//! cache keeps as little as it can: boxed slices without spare capacity, the entry ID of a UUID in
+//! 16 bytes ([`EntryId`]), one shared selector set for all SVIDs with the same selectors, and no
+//! serial number (read from the certificate by [`CachedSvid::serial`]).
 //!
 //! Matching ([`Snapshot::svids_for`]): an SVID is served to a workload when every selector of its
 //! entry is among the workload's selectors (an entry without selectors matches nobody), and it has
@@ -17,6 +20,7 @@
 //! one is the workload's default SVID. Among SVIDs sharing a non-empty hint, only the first in that
 //! order is returned, so hints are unique in every answer (as the Workload API requires).
 
+use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -29,30 +33,187 @@ use signet_spiffe::{Bundle, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+/// A registration entry ID as the cache keeps it: an ID in the canonical UUID form the issuer
+/// generates (`8-4-4-4-12` lowercase hex digits) in 16 bytes, any other ID as text. Compares,
+/// orders and prints exactly like the ID string.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EntryId(EntryIdRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum EntryIdRepr {
+    /// Canonical lowercase hyphenated UUID (never stored as `Text`).
+    Uuid([u8; 16]),
+    /// Any other ID.
+    Text(Box<str>),
+}
+
+/// Length of a UUID in its canonical text form.
+const UUID_TEXT_LEN: usize = 36;
+
+impl EntryId {
+    /// The ID for `id`.
+    pub fn new(id: &str) -> Self {
+        match parse_canonical_uuid(id) {
+            Some(bytes) => Self(EntryIdRepr::Uuid(bytes)),
+            None => Self(EntryIdRepr::Text(id.into())),
+        }
+    }
+
+    /// The ID as text, rendered into `buf` when it is kept as a UUID.
+    pub fn as_str<'a>(&'a self, buf: &'a mut [u8; UUID_TEXT_LEN]) -> &'a str {
+        match &self.0 {
+            EntryIdRepr::Text(t) => t,
+            EntryIdRepr::Uuid(bytes) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut out = buf.iter_mut();
+                for (i, b) in bytes.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10)
+                        && let Some(o) = out.next()
+                    {
+                        *o = b'-';
+                    }
+                    for nibble in [b >> 4, b & 0x0f] {
+                        if let (Some(o), Some(&h)) = (out.next(), HEX.get(usize::from(nibble))) {
+                            *o = h;
+                        }
+                    }
+                }
+                // Always ASCII.
+                std::str::from_utf8(buf).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Whether the ID is the empty string.
+    pub fn is_empty(&self) -> bool {
+        matches!(&self.0, EntryIdRepr::Text(t) if t.is_empty())
+    }
+
+    /// Compares the ID with an ID string, as strings.
+    pub fn cmp_str(&self, other: &str) -> Ordering {
+        let mut buf = [0; UUID_TEXT_LEN];
+        self.as_str(&mut buf).cmp(other)
+    }
+}
+
+/// The 16 bytes of `s` if it is a UUID in canonical lowercase hyphenated form (so that rendering
+/// them gives `s` back).
+fn parse_canonical_uuid(s: &str) -> Option<[u8; 16]> {
+    let s = s.as_bytes();
+    if s.len() != UUID_TEXT_LEN {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut digits = s
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23));
+    if [8, 13, 18, 23].iter().any(|&i| s.get(i) != Some(&b'-')) {
+        return None;
+    }
+    for byte in &mut out {
+        for _ in 0..2 {
+            let (_, &c) = digits.next()?;
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            *byte = (*byte << 4) | v;
+        }
+    }
+    Some(out)
+}
+
+impl Ord for EntryId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (&self.0, &other.0) {
+            // Lowercase hex with hyphens at fixed places orders like the bytes.
+            (EntryIdRepr::Uuid(a), EntryIdRepr::Uuid(b)) => a.cmp(b),
+            _ => {
+                let mut buf = [0; UUID_TEXT_LEN];
+                other.cmp_str(self.as_str(&mut buf)).reverse()
+            }
+        }
+    }
+}
+
+impl PartialOrd for EntryId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<str> for EntryId {
+    fn eq(&self, other: &str) -> bool {
+        self.cmp_str(other).is_eq()
+    }
+}
+
+impl PartialEq<&str> for EntryId {
+    fn eq(&self, other: &&str) -> bool {
+        self.cmp_str(other).is_eq()
+    }
+}
+
+impl From<&str> for EntryId {
+    fn from(id: &str) -> Self {
+        Self::new(id)
+    }
+}
+
+impl From<String> for EntryId {
+    fn from(id: String) -> Self {
+        match parse_canonical_uuid(&id) {
+            Some(bytes) => Self(EntryIdRepr::Uuid(bytes)),
+            None => Self(EntryIdRepr::Text(id.into_boxed_str())),
+        }
+    }
+}
+
+impl From<&String> for EntryId {
+    fn from(id: &String) -> Self {
+        Self::new(id)
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0; UUID_TEXT_LEN];
+        f.write_str(self.as_str(&mut buf))
+    }
+}
+
+impl fmt::Debug for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0; UUID_TEXT_LEN];
+        fmt::Debug::fmt(self.as_str(&mut buf), f)
+    }
+}
+
 /// One workload X509-SVID as the agent caches it: the entry it was issued for, the DER chain and
 /// the private key.
 ///
 /// `Debug` never prints the private key.
 pub struct CachedSvid {
     /// The registration entry this SVID was issued for (unique in a cache).
-    pub entry_id: String,
+    pub entry_id: EntryId,
     /// The SPIFFE ID of the SVID (equal to the URI SAN of the leaf; checked on insertion).
     pub spiffe_id: SpiffeId,
     /// The entry's hint (empty for none).
-    pub hint: String,
+    pub hint: Box<str>,
     /// The entry's selectors `(type, value)`, sorted and without duplicates (the cache normalizes
-    /// them on insertion). Never empty.
-    pub selectors: Vec<(String, String)>,
+    /// them on insertion). Never empty. The cache shares one allocation between every SVID with
+    /// the same selector set (the entries of one workload usually have the same selectors).
+    pub selectors: Arc<[(String, String)]>,
     /// Trust domains whose bundles a workload holding this SVID receives, sorted, no duplicates.
-    pub federates_with: Vec<TrustDomain>,
+    pub federates_with: Box<[TrustDomain]>,
     /// The certificate chain: concatenated DER certificates, leaf first.
-    pub cert_chain_der: Vec<u8>,
+    pub cert_chain_der: Box<[u8]>,
     /// The private key of the leaf, unencrypted PKCS#8 DER.
-    pub private_key_pkcs8: Zeroizing<Vec<u8>>,
+    pub private_key_pkcs8: Zeroizing<Box<[u8]>>,
     /// The leaf's `notAfter`. An expired SVID stays cached but is no longer served.
     pub expires_at: SystemTime,
-    /// The leaf's serial number (big-endian bytes, as in the certificate).
-    pub serial: Vec<u8>,
 }
 
 impl fmt::Debug for CachedSvid {
@@ -66,7 +227,7 @@ impl fmt::Debug for CachedSvid {
             .field("cert_chain_der_len", &self.cert_chain_der.len())
             .field("private_key_pkcs8", &"<redacted>")
             .field("expires_at", &self.expires_at)
-            .field("serial", &hex_string(&self.serial))
+            .field("serial", &self.serial().map(hex_string))
             .finish()
     }
 }
@@ -82,7 +243,12 @@ impl CachedSvid {
             && self.cert_chain_der == other.cert_chain_der
             && *self.private_key_pkcs8 == *other.private_key_pkcs8
             && self.expires_at == other.expires_at
-            && self.serial == other.serial
+    }
+
+    /// The leaf's serial number (big-endian content bytes of the DER `INTEGER`), read from the
+    /// certificate (not stored separately). `None` only if the chain is not a certificate.
+    pub fn serial(&self) -> Option<&[u8]> {
+        leaf_serial(&self.cert_chain_der)
     }
 
     /// Whether the SVID is still valid at `now`.
@@ -102,12 +268,20 @@ impl CachedSvid {
 
     /// Sorts and deduplicates selectors and federated trust domains, then checks the SVID.
     fn normalize(mut self) -> Result<Self, CacheError> {
-        self.selectors.sort();
-        self.selectors.dedup();
-        self.federates_with.sort();
-        self.federates_with.dedup();
+        if !self.selectors.is_sorted_by(|a, b| a < b) {
+            let mut v = self.selectors.to_vec();
+            v.sort();
+            v.dedup();
+            self.selectors = v.into();
+        }
+        if !self.federates_with.is_sorted_by(|a, b| a < b) {
+            let mut v = std::mem::take(&mut self.federates_with).into_vec();
+            v.sort();
+            v.dedup();
+            self.federates_with = v.into_boxed_slice();
+        }
         let invalid = |reason: String| CacheError::InvalidSvid {
-            entry_id: self.entry_id.clone(),
+            entry_id: self.entry_id.to_string(),
             reason,
         };
         if self.entry_id.is_empty() {
@@ -174,6 +348,9 @@ pub enum CacheError {
     FederatedOwnTrustDomain(TrustDomain),
 }
 
+/// A shared, sorted selector set (see [`CachedSvid::selectors`]).
+type SelectorSet = Arc<[(String, String)]>;
+
 /// Hash of one selector, the key of the matching index.
 fn selector_hash(kind: &str, value: &str) -> u64 {
     let mut h = DefaultHasher::new();
@@ -207,10 +384,13 @@ impl Index {
             by_entry_id.push(pos);
         }
         by_entry_id.sort_by(|&a, &b| {
-            let ea = svids.get(a as usize).map(|s| s.entry_id.as_str());
-            let eb = svids.get(b as usize).map(|s| s.entry_id.as_str());
+            let ea = svids.get(a as usize).map(|s| &s.entry_id);
+            let eb = svids.get(b as usize).map(|s| &s.entry_id);
             ea.cmp(&eb)
         });
+        for positions in by_first_selector.values_mut() {
+            positions.shrink_to_fit();
+        }
         by_first_selector.shrink_to_fit();
         Self {
             by_first_selector,
@@ -321,7 +501,7 @@ impl Snapshot {
         let mut hints = HashSet::new();
         hits.into_iter()
             .filter_map(|pos| self.svids.get(pos as usize))
-            .filter(|svid| svid.hint.is_empty() || hints.insert(svid.hint.as_str()))
+            .filter(|svid| svid.hint.is_empty() || hints.insert(&*svid.hint))
             .cloned()
             .collect()
     }
@@ -337,8 +517,7 @@ impl Snapshot {
             .binary_search_by(|&pos| {
                 self.svids
                     .get(pos as usize)
-                    .map(|s| s.entry_id.as_str())
-                    .cmp(&Some(entry_id))
+                    .map_or(Ordering::Less, |s| s.entry_id.cmp_str(entry_id))
             })
             .ok()
             .and_then(|i| self.index.by_entry_id.get(i))
@@ -394,6 +573,9 @@ struct Inner {
     /// Serializes writers, so that each computes its snapshot from the latest one without
     /// holding the watch channel's lock (readers are never blocked by a rebuild).
     write: Mutex<()>,
+    /// The distinct selector sets of the cached SVIDs (see [`CachedSvid::selectors`]), guarded
+    /// by itself but only touched by writers holding `write`.
+    selector_sets: Mutex<HashSet<SelectorSet>>,
 }
 
 impl fmt::Debug for Cache {
@@ -426,6 +608,7 @@ impl Cache {
             inner: Arc::new(Inner {
                 tx,
                 write: Mutex::new(()),
+                selector_sets: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -448,10 +631,46 @@ impl Cache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes every SVID of `svids` use the shared copy of its selector set, and forgets the
+    /// sets no SVID uses any more. Called by writers, under the write lock.
+    fn intern_selectors(&self, svids: &mut [Arc<CachedSvid>]) {
+        let mut sets = self
+            .inner
+            .selector_sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for slot in svids.iter_mut() {
+            if Arc::strong_count(slot) > 1 {
+                // Carried over from the previous snapshot: interned when first published.
+                continue;
+            }
+            match sets.get(&slot.selectors[..]) {
+                Some(shared) if Arc::ptr_eq(shared, &slot.selectors) => {}
+                Some(shared) => {
+                    // A fresh SVID (its Arc is not shared yet): swap in the shared set.
+                    if let Some(svid) = Arc::get_mut(slot) {
+                        svid.selectors = shared.clone();
+                    }
+                }
+                None => {
+                    sets.insert(slot.selectors.clone());
+                }
+            }
+        }
+        // A set held only by the interner belongs to no SVID of this snapshot nor of the previous
+        // one (a set dropped by this change is forgotten at the next one).
+        sets.retain(|set| Arc::strong_count(set) > 1);
+        if sets.capacity() > 2 * sets.len() + 16 {
+            sets.shrink_to_fit();
+        }
+    }
+
     /// Publishes the draft as the next generation.
     fn publish(&self, old: &Snapshot, draft: Draft) {
         let (svids, index) = match draft.svids {
             Some(mut svids) => {
+                svids.shrink_to_fit();
+                self.intern_selectors(&mut svids);
                 svids.sort_by(|a, b| (&a.spiffe_id, &a.entry_id).cmp(&(&b.spiffe_id, &b.entry_id)));
                 let index = Arc::new(Index::build(&svids));
                 (svids, index)
@@ -482,9 +701,11 @@ impl Cache {
         let _guard = self.lock();
         let old = self.current();
         let same_svids = old.svids.len() == svids.len()
-            && svids
-                .iter()
-                .all(|s| old.svid(&s.entry_id).is_some_and(|o| o.same_content(s)));
+            && svids.iter().all(|s| {
+                let mut buf = [0; UUID_TEXT_LEN];
+                old.svid(s.entry_id.as_str(&mut buf))
+                    .is_some_and(|o| o.same_content(s))
+            });
         let same_bundle = old.bundle.as_deref() == bundle.as_ref();
         let same_federated = same_bundles(&old.federated, &federated);
         if same_svids && same_bundle && same_federated && old.ready {
@@ -520,11 +741,13 @@ impl Cache {
         let svids = normalize_all(svids.into_iter().collect())?;
         let _guard = self.lock();
         let old = self.current();
-        let mut next = old.svids.clone();
+        let mut next = Vec::with_capacity(old.svids.len().saturating_add(svids.len()));
+        next.extend(old.svids.iter().cloned());
         let mut appended = Vec::new();
         let mut changed = false;
         for svid in svids {
-            match old.position(&svid.entry_id) {
+            let mut buf = [0; UUID_TEXT_LEN];
+            match old.position(svid.entry_id.as_str(&mut buf)) {
                 Some(pos) => {
                     if let Some(slot) = next.get_mut(pos)
                         && !slot.same_content(&svid)
@@ -659,7 +882,7 @@ fn normalize_all(svids: Vec<CachedSvid>) -> Result<Vec<CachedSvid>, CacheError> 
     for svid in svids {
         let svid = svid.normalize()?;
         if !seen.insert(svid.entry_id.clone()) {
-            return Err(CacheError::DuplicateEntry(svid.entry_id));
+            return Err(CacheError::DuplicateEntry(svid.entry_id.to_string()));
         }
         out.push(svid);
     }
@@ -727,6 +950,43 @@ fn der_element_len(der: &[u8]) -> Option<usize> {
         .iter()
         .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
     2usize.checked_add(n)?.checked_add(len)
+}
+
+/// Splits the DER element at the start of `der` (definite lengths only): `(tag, content, rest)`.
+fn der_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at_checked(n)?;
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, rest)
+    };
+    let (content, rest) = rest.split_at_checked(len)?;
+    Some((tag, content, rest))
+}
+
+/// The serial number (content bytes of the `INTEGER`) of the first certificate of `chain`.
+fn leaf_serial(chain: &[u8]) -> Option<&[u8]> {
+    let (0x30, cert, _) = der_tlv(chain)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der_tlv(cert)? else {
+        return None;
+    };
+    let (mut tag, mut content, rest) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        // The explicit `[0] version`.
+        (tag, content, _) = der_tlv(rest)?;
+    }
+    (tag == 0x02).then_some(content)
 }
 
 fn hex_string(bytes: &[u8]) -> String {
@@ -814,11 +1074,10 @@ pub(crate) mod testing {
                     (t.to_string(), v.to_string())
                 })
                 .collect(),
-            federates_with: Vec::new(),
-            cert_chain_der: cert.der().to_vec(),
-            private_key_pkcs8: Zeroizing::new(key.serialize_der()),
+            federates_with: Box::default(),
+            cert_chain_der: cert.der().to_vec().into(),
+            private_key_pkcs8: Zeroizing::new(key.serialize_der().into()),
             expires_at,
-            serial: vec![1],
         }
     }
 
@@ -839,8 +1098,8 @@ mod tests {
     use super::testing::*;
     use super::*;
 
-    fn ids(svids: &[Arc<CachedSvid>]) -> Vec<&str> {
-        svids.iter().map(|s| s.entry_id.as_str()).collect()
+    fn ids(svids: &[Arc<CachedSvid>]) -> Vec<String> {
+        svids.iter().map(|s| s.entry_id.to_string()).collect()
     }
 
     #[test]
@@ -951,12 +1210,11 @@ mod tests {
             private_key_pkcs8: a.private_key_pkcs8.clone(),
             cert_chain_der: a.cert_chain_der.clone(),
             selectors: a.selectors.clone(),
-            federates_with: Vec::new(),
-            hint: String::new(),
+            federates_with: Box::default(),
+            hint: "".into(),
             spiffe_id: a.spiffe_id.clone(),
             entry_id: a.entry_id.clone(),
             expires_at: a.expires_at,
-            serial: a.serial.clone(),
         };
         assert!(cache.upsert_svids(vec![a]).unwrap());
         assert_eq!(cache.current().generation, 1);
@@ -990,19 +1248,19 @@ mod tests {
         assert_eq!(cache.current().generation, 0);
 
         let mut no_selectors = svid(&ca, "e3", "/c", &["k:v"], "");
-        no_selectors.selectors.clear();
+        no_selectors.selectors = Arc::new([]);
         assert!(matches!(
             cache.upsert_svids(vec![no_selectors]),
             Err(CacheError::InvalidSvid { .. })
         ));
         let mut garbage = svid(&ca, "e4", "/d", &["k:v"], "");
-        garbage.cert_chain_der.truncate(10);
+        garbage.cert_chain_der = garbage.cert_chain_der[..10].into();
         assert!(matches!(
             cache.upsert_svids(vec![garbage]),
             Err(CacheError::InvalidSvid { .. })
         ));
         let mut no_key = svid(&ca, "e5", "/e", &["k:v"], "");
-        no_key.private_key_pkcs8 = Zeroizing::new(Vec::new());
+        no_key.private_key_pkcs8 = Zeroizing::new(Box::default());
         assert!(cache.upsert_svids(vec![no_key]).is_err());
         let dup = cache.upsert_svids(vec![
             svid(&ca, "e6", "/f", &["k:v"], ""),
@@ -1019,7 +1277,7 @@ mod tests {
         let other = ca("other.example");
         let cache = Cache::new();
         let mut s = svid(&own, "e1", "/a", &["k:v"], "");
-        s.federates_with = vec![fed.td.clone(), fed.td.clone()];
+        s.federates_with = vec![fed.td.clone(), fed.td.clone()].into();
         let federated = BTreeMap::from([
             (fed.td.clone(), bundle(&fed)),
             (other.td.clone(), bundle(&other)),
@@ -1064,6 +1322,146 @@ mod tests {
             &before.federated[&other.td],
             &after.federated[&other.td]
         ));
+    }
+
+    #[test]
+    fn svids_with_the_same_selectors_share_one_selector_set() {
+        let ca = ca("example.org");
+        let cache = Cache::new();
+        cache
+            .upsert_svids(vec![
+                svid(&ca, "e1", "/a", &["unix:uid:1", "unix:gid:2"], ""),
+                svid(
+                    &ca,
+                    "e2",
+                    "/b",
+                    &["unix:gid:2", "unix:uid:1", "unix:uid:1"],
+                    "",
+                ),
+            ])
+            .unwrap();
+        cache
+            .upsert_svids(vec![
+                svid(&ca, "e3", "/c", &["unix:uid:1", "unix:gid:2"], ""),
+                svid(&ca, "e4", "/d", &["unix:uid:9"], ""),
+            ])
+            .unwrap();
+        let snap = cache.current();
+        let sel = |id: &str| snap.svid(id).unwrap().selectors.clone();
+        assert_eq!(
+            *sel("e1"),
+            *sels(&["unix:gid:2", "unix:uid:1"]),
+            "normalized"
+        );
+        assert!(Arc::ptr_eq(&sel("e1"), &sel("e2")));
+        assert!(Arc::ptr_eq(&sel("e1"), &sel("e3")));
+        assert!(!Arc::ptr_eq(&sel("e1"), &sel("e4")));
+        // A set no SVID uses any more is forgotten (at the next change of the SVIDs, once the
+        // snapshot that dropped it is the previous one).
+        assert!(cache.remove_entries(&["e4"]));
+        drop(snap);
+        cache
+            .upsert_svids(vec![svid(
+                &ca,
+                "e5",
+                "/e",
+                &["unix:uid:1", "unix:gid:2"],
+                "",
+            )])
+            .unwrap();
+        let sets = cache.inner.selector_sets.lock().unwrap().len();
+        assert_eq!(sets, 1);
+    }
+
+    #[test]
+    fn the_serial_is_read_from_the_leaf_certificate() {
+        let ca = ca("example.org");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://example.org/a".try_into().unwrap(),
+        )];
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0x0b, 0x0c]));
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        let mut s = svid(&ca, "e1", "/a", &["k:v"], "");
+        s.cert_chain_der = [cert.der().as_ref(), ca.cert.der().as_ref()]
+            .concat()
+            .into();
+        assert_eq!(s.serial(), Some(&[0x0a, 0x0b, 0x0c][..]));
+        assert!(format!("{s:?}").contains("0a0b0c"));
+        s.cert_chain_der = Box::new([0x30, 0x03, 0x02, 0x01]);
+        assert_eq!(s.serial(), None);
+    }
+
+    #[test]
+    fn entry_ids_keep_uuids_in_16_bytes_and_behave_like_their_strings() {
+        let cases = [
+            "",
+            "0",
+            "00000000-0000-0000-0000-000000000000",
+            "0f8e2c1a-9b7d-4e3f-a1b2-c3d4e5f60718",
+            "0f8e2c1a-9b7d-4e3f-a1b2-c3d4e5f60718x",
+            "0F8E2C1A-9B7D-4E3F-A1B2-C3D4E5F60718",
+            "0f8e2c1a-9b7d-4e3f-a1b2-c3d4e5f6071g",
+            "0f8e2c1a_9b7d-4e3f-a1b2-c3d4e5f60718",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "g",
+            "zzz",
+        ];
+        for a in cases {
+            let ea = EntryId::new(a);
+            assert_eq!(ea.to_string(), a);
+            assert_eq!(ea, EntryId::from(a.to_string()));
+            assert_eq!(ea, a);
+            assert_eq!(ea.is_empty(), a.is_empty());
+            for b in cases {
+                assert_eq!(ea.cmp(&EntryId::new(b)), a.cmp(b), "{a} vs {b}");
+                assert_eq!(ea.cmp_str(b), a.cmp(b), "{a} vs {b}");
+            }
+        }
+        assert!(matches!(
+            EntryId::new("0f8e2c1a-9b7d-4e3f-a1b2-c3d4e5f60718").0,
+            EntryIdRepr::Uuid(_)
+        ));
+        assert!(matches!(
+            EntryId::new("0F8E2C1A-9B7D-4E3F-A1B2-C3D4E5F60718").0,
+            EntryIdRepr::Text(_)
+        ));
+        // Lookups by UUID entry IDs, mixed with other IDs.
+        let ca = ca("example.org");
+        let cache = Cache::new();
+        let u1 = "0f8e2c1a-9b7d-4e3f-a1b2-c3d4e5f60718";
+        let u2 = "ff8e2c1a-9b7d-4e3f-a1b2-c3d4e5f60718";
+        cache
+            .upsert_svids(vec![
+                svid(&ca, u2, "/a", &["k:v"], ""),
+                svid(&ca, "1-not-a-uuid", "/a", &["k:v"], ""),
+                svid(&ca, u1, "/a", &["k:v"], ""),
+            ])
+            .unwrap();
+        let snap = cache.current();
+        assert_eq!(
+            ids(&snap.svids),
+            ["0f8e2c1a-9b7d-4e3f-a1b2-c3d4e5f60718", "1-not-a-uuid", u2]
+        );
+        for id in [u1, u2, "1-not-a-uuid"] {
+            assert_eq!(snap.svid(id).unwrap().entry_id, id);
+        }
+        assert!(snap.svid("0F8E2C1A-9B7D-4E3F-A1B2-C3D4E5F60718").is_none());
+        assert!(cache.remove_entries(&[u1]));
+        assert!(cache.current().svid(u1).is_none());
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_cached_svid_stays_small() {
+        // With the `Arc` counters it fits a 192-byte allocation; the entry ID is inline.
+        assert!(
+            std::mem::size_of::<CachedSvid>() <= 184,
+            "{}",
+            std::mem::size_of::<CachedSvid>()
+        );
+        assert_eq!(std::mem::size_of::<EntryId>(), 24);
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! its X509-SVID (`spiffe://<td>/signet/issuer`) and itself by its agent SVID (mutual TLS).
 //! It never logs or prints private keys or join tokens.
 
-pub mod node_client;
-pub mod config;
 /// The agent's in-memory cache of workload SVIDs and bundles, served by the Workload API.
 pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod node_client;
+pub mod runtime;
 /// The SPIFFE Workload API server (`SpiffeWorkloadAPI` on a Unix socket).
 pub mod workload_api;

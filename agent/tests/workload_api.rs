@@ -142,13 +142,14 @@ fn cached(ca: &Ca, spec: EntrySpec<'_>) -> (CachedSvid, Minted) {
         entry_id: spec.id.into(),
         spiffe_id: ca.td.spiffe_id(spec.path).unwrap(),
         hint: spec.hint.into(),
-        selectors: spec.selectors,
-        federates_with: spec.federates_with,
-        cert_chain_der: minted.chain.clone(),
-        private_key_pkcs8: minted.key.clone(),
+        selectors: spec.selectors.into(),
+        federates_with: spec.federates_with.into(),
+        cert_chain_der: minted.chain.clone().into(),
+        private_key_pkcs8: Zeroizing::new(minted.key.as_slice().into()),
         expires_at: minted.expires_at,
-        serial: minted.serial.clone(),
     };
+    // The serial is read from the certificate, not stored.
+    assert_eq!(svid.serial(), Some(&minted.serial[..]));
     (svid, minted)
 }
 

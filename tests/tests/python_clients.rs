@@ -3,6 +3,10 @@
 //! `spiffe-tls` completes mutual TLS between two processes using only what the agent served, and
 //! refuses a peer whose SPIFFE ID is not the expected one.
 //!
+//! grpcio sends the percent-encoded socket path as HTTP/2 `:authority`, which h2 alone refuses
+//! (`RST_STREAM(PROTOCOL_ERROR)`); these tests pass through the agent's `:authority` repair
+//! (`agent/src/workload_api/authority.rs`, `docs/workload-api.md`).
+//!
 //! The scripts live in `tests/python/`; the clients are pinned in `tests/python/requirements.txt`
 //! and installed by `scripts/test.sh` into `.venv` (`SIGNET_VENV`). Without `SIGNET_VENV` the tests
 //! print `SKIPPED` and pass, except under `CI=true`, where they fail.

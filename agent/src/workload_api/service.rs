@@ -319,10 +319,10 @@ impl Message for pb::X509svidResponse {
                     let bundle = snapshot.bundle_for(s.spiffe_id.trust_domain())?;
                     Some(pb::X509svid {
                         spiffe_id: s.spiffe_id.to_string(),
-                        x509_svid: s.cert_chain_der.clone(),
+                        x509_svid: s.cert_chain_der.to_vec(),
                         x509_svid_key: s.private_key_pkcs8.to_vec(),
                         bundle: bundle_der(bundle),
-                        hint: s.hint.clone(),
+                        hint: s.hint.to_string(),
                     })
                 })
                 .collect(),
@@ -482,7 +482,7 @@ mod tests {
         let unrelated = ca("unrelated.example");
         let cache = Cache::new();
         let mut mine = svid(&own, "e1", "/mine", &["unix:uid:1"], "");
-        mine.federates_with = vec![partner.td.clone()];
+        mine.federates_with = Box::new([partner.td.clone()]);
         cache
             .replace(
                 vec![mine, svid(&own, "e2", "/theirs", &["unix:uid:2"], "")],
@@ -534,7 +534,7 @@ mod tests {
 
         // This workload's SVID rotates: one message on the SVID stream only.
         let mut rotated = svid(&own, "e1", "/mine", &["unix:uid:1"], "");
-        rotated.federates_with = vec![partner.td.clone()];
+        rotated.federates_with = Box::new([partner.td.clone()]);
         assert!(cache.upsert_svids([rotated]).unwrap());
         let second = poll_once(&mut svids).unwrap().unwrap();
         assert_ne!(second.svids[0].x509_svid, first.svids[0].x509_svid);
