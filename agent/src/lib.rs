@@ -1,8 +1,14 @@
-//! signet-agent: attests its node to the issuer and (next) serves the SPIFFE Workload API.
+//! signet-agent: the node agent. It attests its node to the issuer, keeps the SVIDs of the
+//! workloads registered under it fresh, and serves the SPIFFE Workload API on a Unix socket.
 //!
-//! For now the crate is a library: [`node_client`] is the agent side of the node API (attestation,
-//! agent SVID renewal, entry sync, batch X509-SVID signing, bundle). It authenticates the issuer by
-//! its X509-SVID (`spiffe://<td>/signet/issuer`) and itself by its agent SVID (mutual TLS).
+//! - [`node_client`]: the agent side of the node API (attestation, agent SVID renewal, pushed entry
+//!   sync, batch X509-SVID signing, bundles). It authenticates the issuer by its X509-SVID
+//!   (`spiffe://<td>/signet/issuer`) and itself by its agent SVID (mutual TLS).
+//! - [`runtime`]: identity, persistence, sync, rotation with jitter, outage handling.
+//! - [`cache`] and [`workload_api`]: what workloads are served, attested from the kernel's view of
+//!   the caller.
+//! - [`cli`]: `signet-agent api fetch x509 | watch`, `healthcheck`.
+//!
 //! It never logs or prints private keys or join tokens.
 
 /// The agent's in-memory cache of workload SVIDs and bundles, served by the Workload API.
