@@ -231,6 +231,31 @@ impl Bundle {
                     .map_err(|reason| BundleError::X509Authority { index, reason })?,
             ));
         }
+        keys.extend(self.jwt_authority_jwks()?);
+        let mut doc = Map::new();
+        doc.insert("keys".to_owned(), Value::Array(keys));
+        doc.insert("spiffe_sequence".to_owned(), Value::from(self.sequence));
+        if let Some(hint) = self.refresh_hint {
+            doc.insert("spiffe_refresh_hint".to_owned(), Value::from(hint));
+        }
+        serde_json::to_string_pretty(&Value::Object(doc))
+            .map_err(|e| BundleError::Json(e.to_string()))
+    }
+
+    /// The JWT authorities alone as a plain JWK Set (`{"keys": [...]}`, compact JSON): each key
+    /// with its `kid` and `use: "jwt-svid"`, no X.509 authority and no `spiffe_*` parameter. This
+    /// is what the Workload API's `FetchJWTBundles` sends (the standard forbids keys with other
+    /// uses there). An empty set when the bundle has no JWT authority.
+    pub fn jwt_jwks_json(&self) -> Result<String, BundleError> {
+        let keys = self.jwt_authority_jwks()?;
+        let mut doc = Map::new();
+        doc.insert("keys".to_owned(), Value::Array(keys));
+        serde_json::to_string(&Value::Object(doc)).map_err(|e| BundleError::Json(e.to_string()))
+    }
+
+    /// The JWT authorities as checked JWKs (with `kid` and `use`), refusing a key ID used twice.
+    fn jwt_authority_jwks(&self) -> Result<Vec<Value>, BundleError> {
+        let mut keys = Vec::with_capacity(self.jwt_authorities.len());
         let mut kids = HashSet::new();
         for (index, authority) in self.jwt_authorities.iter().enumerate() {
             let jwk = jwt_authority_jwk(authority)
@@ -243,14 +268,7 @@ impl Bundle {
             }
             keys.push(Value::Object(jwk));
         }
-        let mut doc = Map::new();
-        doc.insert("keys".to_owned(), Value::Array(keys));
-        doc.insert("spiffe_sequence".to_owned(), Value::from(self.sequence));
-        if let Some(hint) = self.refresh_hint {
-            doc.insert("spiffe_refresh_hint".to_owned(), Value::from(hint));
-        }
-        serde_json::to_string_pretty(&Value::Object(doc))
-            .map_err(|e| BundleError::Json(e.to_string()))
+        Ok(keys)
     }
 
     /// Decodes a SPIFFE bundle document for `trust_domain`.

@@ -404,6 +404,33 @@ fn encoder_fills_in_kid_and_use() {
 }
 
 #[test]
+fn jwt_jwks_holds_the_jwt_authorities_alone() {
+    let mut bundle = decode("good-jwt-all-key-types.json").unwrap();
+    bundle.x509_authorities.push(ca_good());
+    let jwks = json_of(bundle.jwt_jwks_json().unwrap().as_bytes());
+    let obj = jwks.as_object().unwrap();
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["keys"], "{jwks}");
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4);
+    for (key, authority) in keys.iter().zip(&bundle.jwt_authorities) {
+        assert_eq!(key["use"], "jwt-svid");
+        assert_eq!(key["kid"], authority.key_id.as_str());
+        assert!(key.get("x5c").is_none());
+    }
+    // A bundle without JWT authorities gives an empty set; a duplicate key ID is refused.
+    assert_eq!(
+        json_of(Bundle::new(td()).jwt_jwks_json().unwrap().as_bytes()),
+        serde_json::json!({"keys": []})
+    );
+    let first = bundle.jwt_authorities[0].clone();
+    bundle.jwt_authorities.push(first);
+    assert!(matches!(
+        bundle.jwt_jwks_json(),
+        Err(BundleError::JwtAuthority { index: 4, .. })
+    ));
+}
+
+#[test]
 fn encoder_rejects_bad_authorities() {
     let encode_err = |x509: Vec<Vec<u8>>, jwt: Vec<JwtAuthority>| {
         let mut bundle = Bundle::new(td());
