@@ -5,11 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -20,13 +20,15 @@ use rcgen::{
 };
 use signet_agent::cache::{Cache, CachedSvid};
 use signet_agent::workload_api::{
-    self, AttestationFailure, MISSING_HEADER, NO_IDENTITY_ISSUED, PeerCred, ProcessAttestation,
-    ServeError, WorkloadAttestation,
+    self, AttestationFailure, IssuerFailure, MISSING_HEADER, MintedJwtSvid, NO_IDENTITY_ISSUED,
+    PeerCred, ProcessAttestation, ServeError, SvidIssuer, WorkloadAttestation,
 };
 use signet_attestors::workload::{CgroupConfig, UnixConfig};
+use signet_ca::KeyType;
+use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager};
 use signet_proto::workload as pb;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use signet_spiffe::{Bundle, TrustDomain};
+use signet_spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
 use spiffe::transport::{GrpcStatusCode, TransportError};
 use spiffe::{WorkloadApiClient, WorkloadApiError, X509Source};
 use tokio::net::{UnixListener, UnixStream};
@@ -46,6 +48,8 @@ struct Ca {
     td: TrustDomain,
     der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+    /// JWT authorities published in the bundle next to the CA certificate.
+    jwt: Vec<JwtAuthority>,
 }
 
 struct Minted {
@@ -82,12 +86,14 @@ impl Ca {
             td,
             der,
             issuer: Issuer::new(params, key),
+            jwt: Vec::new(),
         }
     }
 
     fn bundle(&self) -> Bundle {
         let mut b = Bundle::new(self.td.clone());
         b.x509_authorities.push(self.der.clone());
+        b.jwt_authorities = self.jwt.clone();
         b
     }
 
@@ -181,11 +187,109 @@ impl WorkloadAttestation for UidAttestor {
     }
 }
 
+/// The issuer side of JWT-SVIDs for a trust domain: real signing keys (`signet-ca`'s
+/// `JwtKeyManager`, as the issuer uses them), the entry -> SPIFFE ID table the issuer would hold,
+/// and switches to make it refuse or be unreachable.
+struct JwtIssuer {
+    keys: JwtKeyManager,
+    td: TrustDomain,
+    ids: Mutex<HashMap<String, SpiffeId>>,
+    mints: AtomicUsize,
+    down: AtomicBool,
+    _dir: tempfile::TempDir,
+}
+
+impl JwtIssuer {
+    fn new(td: &TrustDomain) -> Self {
+        Self::with_key_type(td, KeyType::EcP256)
+    }
+
+    fn with_key_type(td: &TrustDomain, key_type: KeyType) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = JwtKeyManager::open(
+            JwtKeyConfig {
+                trust_domain: td.clone(),
+                key_type,
+                key_ttl: Duration::from_secs(86_400),
+                max_token_ttl: Duration::from_secs(86_400),
+                key_dir: dir.path().join("jwt"),
+            },
+            None,
+            SystemTime::now(),
+        )
+        .unwrap();
+        Self {
+            keys,
+            td: td.clone(),
+            ids: Mutex::new(HashMap::new()),
+            mints: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            _dir: dir,
+        }
+    }
+
+    fn register(&self, entry_id: &str, path: &str) {
+        self.ids
+            .lock()
+            .unwrap()
+            .insert(entry_id.to_owned(), self.td.spiffe_id(path).unwrap());
+    }
+
+    fn authorities(&self) -> Vec<JwtAuthority> {
+        self.keys.authorities()
+    }
+
+    /// A token for `path`, issued at `now` for `ttl`.
+    fn token(&self, path: &str, audience: &[&str], ttl: Duration, now: SystemTime) -> String {
+        let audience: Vec<String> = audience.iter().map(|a| a.to_string()).collect();
+        self.keys
+            .mint_jwt_svid(&self.td.spiffe_id(path).unwrap(), &audience, ttl, now, None)
+            .unwrap()
+            .token
+    }
+}
+
+#[async_trait]
+impl SvidIssuer for JwtIssuer {
+    async fn mint_jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<MintedJwtSvid, IssuerFailure> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(IssuerFailure::Unavailable("connection refused".into()));
+        }
+        let Some(id) = self.ids.lock().unwrap().get(entry_id).cloned() else {
+            return Err(IssuerFailure::Refused(format!(
+                "entry {entry_id} is not authorized for this agent"
+            )));
+        };
+        self.mints.fetch_add(1, Ordering::SeqCst);
+        let minted = self
+            .keys
+            .mint_jwt_svid(
+                &id,
+                audience,
+                Duration::from_secs(300),
+                SystemTime::now(),
+                None,
+            )
+            .map_err(|e| IssuerFailure::Unavailable(e.to_string()))?;
+        Ok(MintedJwtSvid::new(
+            id,
+            minted.token,
+            minted.issued_at,
+            minted.expiry,
+        ))
+    }
+}
+
 struct Server {
     dir: tempfile::TempDir,
     socket: PathBuf,
     cache: Cache,
     attestor: Arc<UidAttestor>,
+    jwt: Arc<JwtIssuer>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -208,10 +312,12 @@ impl Server {
         let socket = dir.path().join("api.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let jwt = Arc::new(JwtIssuer::new(&TrustDomain::new("example.org").unwrap()));
         let task = tokio::spawn(workload_api::serve(
             listener,
             cache.clone(),
             attestation,
+            jwt.clone(),
             async move {
                 let _ = stopped.await;
             },
@@ -221,6 +327,7 @@ impl Server {
             socket,
             cache,
             attestor,
+            jwt,
             stop: Some(stop),
             task,
         }
@@ -277,16 +384,28 @@ struct Fixture {
     server: Server,
     own: Ca,
     partner: Ca,
+    /// The partner trust domain's JWT signing keys (its authorities are in `partner`'s bundle).
+    partner_jwt: JwtIssuer,
     a: Minted,
     b: Minted,
 }
 
 impl Fixture {
     fn start() -> Self {
-        let own = Ca::new("example.org");
-        let partner = Ca::new("partner.example");
+        let mut own = Ca::new("example.org");
+        let mut partner = Ca::new("partner.example");
+        let partner_jwt = JwtIssuer::new(&partner.td);
+        partner.jwt = partner_jwt.authorities();
         let cache = Cache::new();
         let server = Server::start(cache);
+        own.jwt = server.jwt.authorities();
+        for (entry, path) in [
+            ("e-a", "/workload/a"),
+            ("e-b", "/workload/b"),
+            ("e-other", "/other"),
+        ] {
+            server.jwt.register(entry, path);
+        }
         let (uid, gid) = me(&server);
         let (sa, a) = cached(
             &own,
@@ -337,6 +456,7 @@ impl Fixture {
             server,
             own,
             partner,
+            partner_jwt,
             a,
             b,
         }
@@ -797,34 +917,468 @@ async fn the_bundles_stream_is_updated_when_a_federated_bundle_changes() {
     assert_eq!(second.len(), 2, "the unrelated trust domain is not served");
 }
 
+/// A compact JWS with these header and claims, signed by `sign` over the signing input.
+fn forge(
+    header: serde_json::Value,
+    claims: serde_json::Value,
+    sign: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(&signature))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A P-256 key pair (PKCS#8), with its ES256 signer.
+fn es256_key() -> aws_lc_rs::signature::EcdsaKeyPair {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap()
+}
+
+fn es256_sign(key: &aws_lc_rs::signature::EcdsaKeyPair, input: &[u8]) -> Vec<u8> {
+    key.sign(&aws_lc_rs::rand::SystemRandom::new(), input)
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+async fn validate(
+    raw: &mut SpiffeWorkloadApiClient<Channel>,
+    audience: &str,
+    token: &str,
+) -> Result<pb::ValidateJwtsvidResponse, tonic::Status> {
+    raw.validate_jwtsvid(with_header(pb::ValidateJwtsvidRequest {
+        audience: audience.to_owned(),
+        svid: token.to_owned(),
+    }))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
 #[tokio::test]
-async fn the_jwt_rpcs_and_unknown_methods_are_unimplemented() {
+async fn jwt_svids_are_minted_per_identity_cached_and_verify_with_the_jwt_bundles() {
     let f = Fixture::start();
     let client = f.server.client().await;
 
-    let err = client.fetch_jwt_svid(["aud"], None).await.unwrap_err();
+    // The default identity, as the spiffe crate picks it; verified by the crate itself with the
+    // bundles from FetchJWTBundles (a verifier that is not ours).
+    let svid = client.fetch_jwt_svid(["svc"], None).await.unwrap();
     assert_eq!(
-        status_code(&err),
-        Some(GrpcStatusCode::Unimplemented),
-        "{err}"
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/workload/a"
     );
-    let err = client.fetch_jwt_bundles().await.unwrap_err();
+    assert_eq!(svid.audience(), ["svc"]);
+    assert_eq!(svid.hint(), Some("internal"));
+    let bundles = client.fetch_jwt_bundles().await.unwrap();
+    let verified = spiffe::JwtSvid::parse_and_validate(svid.token(), &bundles, &["svc"]).unwrap();
+    assert_eq!(verified.spiffe_id(), svid.spiffe_id());
+    assert!(
+        spiffe::JwtSvid::parse_and_validate(svid.token(), &bundles, &["other"]).is_err(),
+        "the audience is checked"
+    );
+
+    // Every identity, in default order with its hint; or the one asked for.
+    let all = client.fetch_all_jwt_svids(["svc"], None).await.unwrap();
+    let ids: Vec<(String, Option<&str>)> = all
+        .iter()
+        .map(|s| (s.spiffe_id().to_string(), s.hint()))
+        .collect();
     assert_eq!(
-        status_code(&err),
-        Some(GrpcStatusCode::Unimplemented),
-        "{err}"
+        ids,
+        [
+            (
+                "spiffe://example.org/workload/a".to_owned(),
+                Some("internal")
+            ),
+            (
+                "spiffe://example.org/workload/b".to_owned(),
+                Some("external")
+            ),
+        ]
     );
-    let err = client
-        .validate_jwt_token("aud", "eyJhbGciOiJFUzI1NiJ9.e30.c2ln")
+    let b_id = spiffe::SpiffeId::new("spiffe://example.org/workload/b").unwrap();
+    let b = client.fetch_jwt_svid(["svc"], Some(&b_id)).await.unwrap();
+    assert_eq!(b.spiffe_id(), &b_id);
+
+    // Cached per identity and audience set (order and duplicates do not matter) ...
+    let mints = f.server.jwt.mints.load(Ordering::SeqCst);
+    assert_eq!(mints, 2, "one token per identity so far");
+    let again = client.fetch_jwt_svid(["svc", "svc"], None).await.unwrap();
+    assert_eq!(again.token(), svid.token());
+    let two = client.fetch_jwt_svid(["y", "x"], None).await.unwrap();
+    let two_again = client.fetch_jwt_svid(["x", "y"], None).await.unwrap();
+    assert_eq!(two.token(), two_again.token());
+    assert_ne!(two.token(), svid.token());
+    let mut aud = two.audience().to_vec();
+    aud.sort();
+    assert_eq!(aud, ["x", "y"]);
+    // ... one mint per (identity, audience set): a, b for "svc"; a and b for {x, y}.
+    assert_eq!(f.server.jwt.mints.load(Ordering::SeqCst), 4);
+
+    // The wire: JWT authorities only, as JWK Sets keyed by trust-domain ID; the partner's too
+    // (entry e-a federates with it), nothing else.
+    let mut raw = f.server.raw().await;
+    let mut stream = raw
+        .fetch_jwt_bundles(with_header(pb::JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_message(&mut stream).await;
+    let mut keys: Vec<&String> = first.bundles.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["spiffe://example.org", "spiffe://partner.example"]);
+    for (td, expected) in [
+        ("spiffe://example.org", f.server.jwt.authorities()),
+        ("spiffe://partner.example", f.partner_jwt.authorities()),
+    ] {
+        let jwks: serde_json::Value = serde_json::from_slice(&first.bundles[td]).unwrap();
+        let doc = jwks.as_object().unwrap();
+        assert_eq!(doc.keys().collect::<Vec<_>>(), ["keys"], "{jwks}");
+        let got: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                assert_eq!(k["use"], "jwt-svid");
+                assert!(k.get("x5c").is_none());
+                k["kid"].as_str().unwrap()
+            })
+            .collect();
+        let want: Vec<&str> = expected.iter().map(|a| a.key_id.as_str()).collect();
+        assert_eq!(got, want);
+    }
+
+    // A JWT key rotation reaches the stream: the prepared key is published before it signs.
+    f.server.jwt.keys.prepare(SystemTime::now()).unwrap();
+    let mut bundle = f.own.bundle();
+    bundle.jwt_authorities = f.server.jwt.authorities();
+    assert_eq!(bundle.jwt_authorities.len(), 2);
+    assert!(f.server.cache.set_bundle(bundle).unwrap());
+    let second = next_message(&mut stream).await;
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&second.bundles["spiffe://example.org"]).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        second.bundles["spiffe://partner.example"],
+        first.bundles["spiffe://partner.example"]
+    );
+}
+
+#[tokio::test]
+async fn fetch_jwt_svid_refusals_are_clear() {
+    let f = Fixture::start();
+    let mut raw = f.server.raw().await;
+    let fetch = |audience: &[&str], spiffe_id: &str| pb::JwtsvidRequest {
+        audience: audience.iter().map(|a| a.to_string()).collect(),
+        spiffe_id: spiffe_id.to_owned(),
+    };
+
+    let err = raw
+        .fetch_jwtsvid(Request::new(fetch(&["svc"], "")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, MISSING_HEADER)
+    );
+    let err = raw
+        .fetch_jwtsvid(with_header(fetch(&[], "")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "audience must be specified")
+    );
+    let err = raw
+        .fetch_jwtsvid(with_header(fetch(&["svc", ""], "")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = raw
+        .fetch_jwtsvid(with_header(fetch(&["svc"], "spiffe://Example.org/x")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("invalid spiffe_id"), "{err:?}");
+    // An identity this workload is not entitled to (another uid's entry) or one that does not
+    // exist: exactly the "no identity" answer.
+    for id in ["spiffe://example.org/other", "spiffe://example.org/nobody"] {
+        let err = raw
+            .fetch_jwtsvid(with_header(fetch(&["svc"], id)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::PermissionDenied, NO_IDENTITY_ISSUED),
+            "{id}"
+        );
+    }
+
+    // The issuer refuses an entry (e.g. deleted since the last sync): PermissionDenied, nothing
+    // cached; unreachable: Unavailable (the client retries).
+    f.server.jwt.ids.lock().unwrap().remove("e-b");
+    let err = raw
+        .fetch_jwtsvid(with_header(fetch(
+            &["svc"],
+            "spiffe://example.org/workload/b",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not authorized"), "{err:?}");
+    f.server.jwt.down.store(true, Ordering::SeqCst);
+    let err = raw
+        .fetch_jwtsvid(with_header(fetch(&["fresh"], "")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("connection refused"), "{err:?}");
+    let err = f
+        .server
+        .client()
+        .await
+        .fetch_jwt_svid(["fresh"], None)
         .await
         .unwrap_err();
     assert_eq!(
         status_code(&err),
-        Some(GrpcStatusCode::Unimplemented),
+        Some(GrpcStatusCode::Unavailable),
         "{err}"
     );
+    // A token cached before the outage is still served while fresh.
+    f.server.jwt.down.store(false, Ordering::SeqCst);
+    let first = raw
+        .fetch_jwtsvid(with_header(fetch(
+            &["kept"],
+            "spiffe://example.org/workload/a",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    f.server.jwt.down.store(true, Ordering::SeqCst);
+    let cached = raw
+        .fetch_jwtsvid(with_header(fetch(
+            &["kept"],
+            "spiffe://example.org/workload/a",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, cached);
+}
 
-    // FetchWITSVID (on the standard's experimental branch only) is an unknown method here.
+#[tokio::test]
+async fn validate_jwt_svid_accepts_own_and_federated_tokens_and_refuses_the_rest() {
+    let f = Fixture::start();
+    let client = f.server.client().await;
+    let mut raw = f.server.raw().await;
+    let now = SystemTime::now();
+    let ttl = Duration::from_secs(300);
+
+    // Our own token: the SPIFFE ID and every claim come back.
+    let token = client.fetch_jwt_token(["svc"], None).await.unwrap();
+    let answer = validate(&mut raw, "svc", &token).await.unwrap();
+    assert_eq!(answer.spiffe_id, "spiffe://example.org/workload/a");
+    let claims = answer.claims.unwrap().fields;
+    let mut names: Vec<&String> = claims.keys().collect();
+    names.sort();
+    assert_eq!(names, ["aud", "exp", "iat", "jti", "sub"]);
+    assert_eq!(
+        claims["sub"].kind,
+        Some(prost_types::value::Kind::StringValue(
+            "spiffe://example.org/workload/a".into()
+        ))
+    );
+    let parsed = client.validate_jwt_token("svc", &token).await.unwrap();
+    assert_eq!(parsed.spiffe_id().to_string(), answer.spiffe_id);
+
+    // A federated trust domain's token: accepted because entry e-a federates with it.
+    let partner = f.partner_jwt.token("/api", &["svc"], ttl, now);
+    let answer = validate(&mut raw, "svc", &partner).await.unwrap();
+    assert_eq!(answer.spiffe_id, "spiffe://partner.example/api");
+
+    // Keys for forgeries.
+    let stranger = JwtIssuer::new(&TrustDomain::new("stranger.example").unwrap());
+    let kid = f.server.jwt.authorities()[0].key_id.clone();
+    let own_jwk = f.server.jwt.authorities()[0].jwk.clone();
+    let claims = |sub: &str, aud: &str| serde_json::json!({"sub": sub, "aud": aud, "exp": unix_now() + 300, "iat": unix_now()});
+    let good_claims = claims("spiffe://example.org/workload/a", "svc");
+    let attacker = es256_key();
+    let hmac = |key: &[u8]| {
+        let key = key.to_vec();
+        move |input: &[u8]| {
+            let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
+            aws_lc_rs::hmac::sign(&k, input).as_ref().to_vec()
+        }
+    };
+    // An RSA authority in the own bundle, to show an EC token is not checked against it.
+    let rsa = JwtIssuer::with_key_type(&f.own.td, KeyType::Rsa2048);
+    let rsa_kid = rsa.authorities()[0].key_id.clone();
+    let mut bundle = f.own.bundle();
+    bundle.jwt_authorities.extend(rsa.authorities());
+    f.server.cache.set_bundle(bundle).unwrap();
+
+    let tampered = {
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
+        payload["sub"] = "spiffe://example.org/workload/admin".into();
+        parts[1] = engine.encode(payload.to_string());
+        parts.join(".")
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "alg none",
+            forge(
+                serde_json::json!({"alg": "none", "kid": kid, "typ": "JWT"}),
+                good_claims.clone(),
+                |_| Vec::new(),
+            ),
+            "svc",
+            "none",
+        ),
+        (
+            "HS256 keyed with the public JWK",
+            forge(
+                serde_json::json!({"alg": "HS256", "kid": kid, "typ": "JWT"}),
+                good_claims.clone(),
+                hmac(own_jwk.to_string().as_bytes()),
+            ),
+            "svc",
+            "HS256",
+        ),
+        (
+            "an EC token against an RSA key",
+            forge(
+                serde_json::json!({"alg": "ES256", "kid": rsa_kid, "typ": "JWT"}),
+                good_claims.clone(),
+                |input| es256_sign(&attacker, input),
+            ),
+            "svc",
+            "it is an RSA key",
+        ),
+        (
+            "no kid",
+            forge(
+                serde_json::json!({"alg": "ES256", "typ": "JWT"}),
+                good_claims.clone(),
+                |input| es256_sign(&attacker, input),
+            ),
+            "svc",
+            "kid",
+        ),
+        (
+            "an unknown kid",
+            forge(
+                serde_json::json!({"alg": "ES256", "kid": "not-a-key", "typ": "JWT"}),
+                good_claims.clone(),
+                |input| es256_sign(&attacker, input),
+            ),
+            "svc",
+            "not-a-key",
+        ),
+        (
+            "a known kid, signed by another key",
+            forge(
+                serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"}),
+                good_claims.clone(),
+                |input| es256_sign(&attacker, input),
+            ),
+            "svc",
+            "signature",
+        ),
+        ("a tampered payload", tampered, "svc", "signature"),
+        (
+            "expired (beyond the leeway)",
+            f.server.jwt.token(
+                "/workload/a",
+                &["svc"],
+                Duration::from_secs(60),
+                now - Duration::from_secs(600),
+            ),
+            "svc",
+            "expired",
+        ),
+        (
+            "a wrong audience",
+            token.clone(),
+            "someone-else",
+            "audience",
+        ),
+        (
+            "a trust domain we do not federate with",
+            stranger.token("/api", &["svc"], ttl, now),
+            "svc",
+            "stranger.example",
+        ),
+        ("not a JWT", "not.a.jwt".to_owned(), "svc", "base64url"),
+    ];
+    for (what, token, audience, needle) in cases {
+        let err = validate(&mut raw, audience, &token).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(
+            err.message().starts_with("invalid JWT-SVID: ") && err.message().contains(needle),
+            "{what}: {}",
+            err.message()
+        );
+    }
+
+    // Missing fields and the header.
+    for (audience, svid, message) in [
+        ("", token.as_str(), "audience must be specified"),
+        ("svc", "", "svid must be specified"),
+    ] {
+        let err = validate(&mut raw, audience, svid).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, message)
+        );
+    }
+    let err = raw
+        .validate_jwtsvid(Request::new(pb::ValidateJwtsvidRequest {
+            audience: "svc".into(),
+            svid: token.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, MISSING_HEADER)
+    );
+
+    // Federation follows the caller's entries: once e-a no longer federates with the partner,
+    // its tokens are refused.
+    let (mut a, _) = f.rotate_a();
+    a.federates_with = Box::default();
+    f.server.cache.upsert_svids([a]).unwrap();
+    let err = validate(&mut raw, "svc", &partner).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("partner.example"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn the_wit_rpcs_of_the_experimental_branch_are_unknown_methods() {
+    let f = Fixture::start();
     let mut grpc = tonic::client::Grpc::new(f.server.channel().await);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<pb::X509svidRequest, pb::X509svidResponse>::default();

@@ -155,6 +155,17 @@ pub fn x509_svid_request() -> tonic::Request<pb::X509svidRequest> {
     request(pb::X509svidRequest {})
 }
 
+/// The `FetchJWTSVID` request (an empty `spiffe_id` asks for every identity).
+pub fn jwt_svid_request(
+    audience: Vec<String>,
+    spiffe_id: String,
+) -> tonic::Request<pb::JwtsvidRequest> {
+    request(pb::JwtsvidRequest {
+        audience,
+        spiffe_id,
+    })
+}
+
 /// The `FetchX509Bundles` request.
 pub fn x509_bundles_request() -> tonic::Request<pb::X509BundlesRequest> {
     request(pb::X509BundlesRequest {})

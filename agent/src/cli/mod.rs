@@ -1,5 +1,6 @@
 //! The `signet-agent` command line: `run` (the agent), and the Workload API commands
-//! `api fetch x509`, `api watch` and `healthcheck`, which talk to a running agent like any
+//! `api fetch x509`, `api fetch jwt`, `api validate jwt`, `api watch` and `healthcheck`, which
+//! talk to a running agent like any
 //! workload does (generated `SpiffeWorkloadAPI` stubs, `workload.spiffe.io: true` header, endpoint
 //! from `--socket-path`, else `SPIFFE_ENDPOINT_SOCKET`, else the default socket).
 
@@ -16,7 +17,9 @@ use signet_proto::workload as pb;
 use tonic::Code;
 
 use crate::cache::split_der_chain;
-use crate::cli::client::{WorkloadEndpoint, x509_bundles_request, x509_svid_request};
+use crate::cli::client::{
+    WorkloadEndpoint, jwt_svid_request, x509_bundles_request, x509_svid_request,
+};
 use crate::runtime::certs::{certs_to_pem, hex, leaf_info, rfc3339};
 
 /// `signet-agent`: the Signet node agent.
@@ -70,6 +73,9 @@ pub enum ApiCommand {
     /// Fetches from the Workload API once.
     #[command(subcommand)]
     Fetch(FetchCommand),
+    /// Validates a credential through the Workload API.
+    #[command(subcommand)]
+    Validate(ValidateCommand),
     /// Streams X509-SVID updates and prints each one until interrupted.
     Watch {
         /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
@@ -93,6 +99,50 @@ pub enum FetchCommand {
         /// `federated_bundle.N.M.pem`) into DIR (created 0700 if missing).
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
+        /// How long to wait for the answer (`500ms`, `5s`, `1m`).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Fetches JWT-SVIDs of the caller for the given audiences (`FetchJWTSVID`): one per identity,
+    /// or the one named by `--spiffe-id`. Text output prints each token on its own line after
+    /// its SPIFFE ID.
+    Jwt {
+        /// An audience of the token (repeat for several).
+        #[arg(long = "audience", value_name = "AUDIENCE", required = true)]
+        audience: Vec<String>,
+        /// Only the token of this identity.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: Option<String>,
+        /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
+        #[arg(long, value_name = "PATH")]
+        socket_path: Option<String>,
+        /// How long to wait for the answer (`500ms`, `5s`, `1m`).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// `api validate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ValidateCommand {
+    /// Validates a JWT-SVID for an audience (`ValidateJWTSVID`); prints its SPIFFE ID and claims.
+    /// Exits 1 when the agent refuses the token.
+    Jwt {
+        /// The audience the token must carry (the validating party's own name).
+        #[arg(long, value_name = "AUDIENCE")]
+        audience: String,
+        /// The token, or `-` to read it from standard input.
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
+        #[arg(long, value_name = "PATH")]
+        socket_path: Option<String>,
         /// How long to wait for the answer (`500ms`, `5s`, `1m`).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
@@ -137,6 +187,8 @@ pub fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Run { .. } => "run",
         Command::Api(ApiCommand::Fetch(FetchCommand::X509 { .. })) => "api fetch x509",
+        Command::Api(ApiCommand::Fetch(FetchCommand::Jwt { .. })) => "api fetch jwt",
+        Command::Api(ApiCommand::Validate(ValidateCommand::Jwt { .. })) => "api validate jwt",
         Command::Api(ApiCommand::Watch { .. }) => "api watch",
         Command::Healthcheck { .. } => "healthcheck",
     }
@@ -167,6 +219,26 @@ pub async fn execute(command: Command) -> Result<u8> {
             timeout,
             output,
         })) => fetch_x509(socket_path.as_deref(), write.as_deref(), timeout, output).await,
+        Command::Api(ApiCommand::Fetch(FetchCommand::Jwt {
+            audience,
+            spiffe_id,
+            socket_path,
+            timeout,
+            output,
+        })) => {
+            let endpoint = WorkloadEndpoint::resolve(socket_path.as_deref())?;
+            fetch_jwt(&endpoint, audience, spiffe_id, timeout, output).await
+        }
+        Command::Api(ApiCommand::Validate(ValidateCommand::Jwt {
+            audience,
+            token,
+            socket_path,
+            timeout,
+            output,
+        })) => {
+            let endpoint = WorkloadEndpoint::resolve(socket_path.as_deref())?;
+            validate_jwt(&endpoint, audience, token, timeout, output).await
+        }
         Command::Api(ApiCommand::Watch {
             socket_path,
             output,
@@ -360,6 +432,158 @@ fn write_files(dir: &Path, resp: &pb::X509svidResponse) -> Result<()> {
     Ok(())
 }
 
+/// Runs `call` against the endpoint within `timeout`, turning a status into a clear error.
+async fn unary<T, F>(
+    endpoint: &WorkloadEndpoint,
+    timeout: Duration,
+    call: F,
+) -> Result<(T, Duration)>
+where
+    F: AsyncFnOnce(
+        &mut crate::cli::client::WorkloadClient,
+    ) -> Result<tonic::Response<T>, tonic::Status>,
+{
+    let started = Instant::now();
+    let run = async {
+        let mut client = endpoint.connect().await?;
+        call(&mut client)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| status_error(endpoint, &s))
+    };
+    let answer = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| anyhow!("no answer from {endpoint} within {timeout:?}"))??;
+    Ok((answer, started.elapsed()))
+}
+
+/// The claims of a JWT, decoded without verification (for display only).
+fn unverified_claims(token: &str) -> serde_json::Map<String, serde_json::Value> {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| match v {
+            serde_json::Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn fetch_jwt(
+    endpoint: &WorkloadEndpoint,
+    audience: Vec<String>,
+    spiffe_id: Option<String>,
+    timeout: Duration,
+    output: Output,
+) -> Result<u8> {
+    let request = jwt_svid_request(audience, spiffe_id.unwrap_or_default());
+    let (resp, latency) =
+        unary(endpoint, timeout, async |c| c.fetch_jwtsvid(request).await).await?;
+    let mut out = std::io::stdout().lock();
+    let views: Vec<serde_json::Value> = resp
+        .svids
+        .iter()
+        .map(|s| {
+            let claims = unverified_claims(&s.svid);
+            serde_json::json!({
+                "spiffe_id": s.spiffe_id,
+                "hint": s.hint,
+                "token": s.svid,
+                "audience": claims.get("aud"),
+                "expires_at": claims.get("exp"),
+                "issued_at": claims.get("iat"),
+            })
+        })
+        .collect();
+    match output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "latency_ms": latency.as_secs_f64() * 1000.0,
+                "svids": views,
+            });
+            writeln!(out, "{doc}")?;
+        }
+        Output::Text => {
+            for (svid, v) in resp.svids.iter().zip(&views) {
+                let expires = v["expires_at"]
+                    .as_u64()
+                    .map(|t| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(t)))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "token({}){}{}:",
+                    svid.spiffe_id,
+                    if svid.hint.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" hint {}", svid.hint)
+                    },
+                    if expires.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" valid until {expires}")
+                    }
+                )?;
+                writeln!(out, "{}", svid.svid)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn validate_jwt(
+    endpoint: &WorkloadEndpoint,
+    audience: String,
+    token: String,
+    timeout: Duration,
+    output: Output,
+) -> Result<u8> {
+    let token = if token == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+            .context("cannot read the token from standard input")?;
+        t.trim().to_owned()
+    } else {
+        token
+    };
+    let request = client::request(pb::ValidateJwtsvidRequest {
+        audience,
+        svid: token,
+    });
+    let (resp, _) = unary(endpoint, timeout, async |c| {
+        c.validate_jwtsvid(request).await
+    })
+    .await?;
+    let claims = resp
+        .claims
+        .as_ref()
+        .map(crate::workload_api::jwt::struct_to_json_object)
+        .unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let doc = serde_json::json!({"spiffe_id": resp.spiffe_id, "claims": claims});
+            writeln!(out, "{doc}")?;
+        }
+        Output::Text => {
+            writeln!(out, "SPIFFE ID: {}", resp.spiffe_id)?;
+            writeln!(
+                out,
+                "Claims:    {}",
+                serde_json::to_string_pretty(&claims)?.replace('\n', "\n           ")
+            )?;
+        }
+    }
+    Ok(0)
+}
+
 async fn watch(socket_path: Option<&str>, output: Output) -> Result<u8> {
     let endpoint = WorkloadEndpoint::resolve(socket_path)?;
     let mut client = endpoint.connect().await?;
@@ -448,6 +672,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn token_claims_are_read_for_display() {
+        // {"sub":"spiffe://x/y","exp":5}
+        let token = "e30.eyJzdWIiOiJzcGlmZmU6Ly94L3kiLCJleHAiOjV9.c2ln";
+        let claims = unverified_claims(token);
+        assert_eq!(claims["sub"], "spiffe://x/y");
+        assert_eq!(claims["exp"], 5);
+        assert!(unverified_claims("garbage").is_empty());
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
@@ -476,5 +710,40 @@ mod tests {
         .unwrap();
         assert_eq!(command_name(&c.command), "api fetch x509");
         assert!(Cli::try_parse_from(["signet-agent", "run"]).is_err());
+
+        let c = Cli::try_parse_from([
+            "signet-agent",
+            "api",
+            "fetch",
+            "jwt",
+            "--audience",
+            "a",
+            "--audience",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(command_name(&c.command), "api fetch jwt");
+        let Command::Api(ApiCommand::Fetch(FetchCommand::Jwt { audience, .. })) = c.command else {
+            unreachable!("parsed as another command")
+        };
+        assert_eq!(audience, ["a", "b"]);
+        // An audience is required.
+        assert!(Cli::try_parse_from(["signet-agent", "api", "fetch", "jwt"]).is_err());
+        let c = Cli::try_parse_from([
+            "signet-agent",
+            "api",
+            "validate",
+            "jwt",
+            "--audience",
+            "a",
+            "--token",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(command_name(&c.command), "api validate jwt");
+        assert!(
+            Cli::try_parse_from(["signet-agent", "api", "validate", "jwt", "--token", "t"])
+                .is_err()
+        );
     }
 }

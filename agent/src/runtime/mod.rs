@@ -43,7 +43,7 @@ use crate::runtime::identity::{IdentityManager, IdentityState};
 use crate::runtime::persist::DataDir;
 use crate::runtime::push::PushTrigger;
 use crate::runtime::sync::Syncer;
-use crate::workload_api::WorkloadAttestation;
+use crate::workload_api::{IssuerFailure, MintedJwtSvid, SvidIssuer, WorkloadAttestation};
 
 /// How long shutdown waits for each task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -161,6 +161,37 @@ impl Shared {
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "the cache refused the federated bundles"),
+        }
+    }
+}
+
+/// The issuer as the Workload API sees it: JWT-SVIDs minted over the node API.
+struct NodeApiIssuer(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl SvidIssuer for NodeApiIssuer {
+    async fn mint_jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<MintedJwtSvid, IssuerFailure> {
+        let minted = {
+            let _gate = self.0.rpc_gate.read().await;
+            self.0.client.new_jwt_svid(entry_id, audience).await
+        };
+        match minted {
+            Ok(svid) => Ok(MintedJwtSvid::new(
+                svid.spiffe_id,
+                svid.token,
+                svid.issued_at,
+                svid.expires_at,
+            )),
+            Err(e) => Err(match e.code() {
+                Some(tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
+                    IssuerFailure::Refused(e.to_string())
+                }
+                _ => IssuerFailure::Unavailable(e.to_string()),
+            }),
         }
     }
 }
@@ -324,6 +355,7 @@ pub async fn run(
         listener,
         cache.clone(),
         attestation,
+        Arc::new(NodeApiIssuer(shared.clone())),
         stopped(stop_rx.clone()),
     ));
     let health_task = health_listener.map(|l| {

@@ -21,6 +21,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use super::jwt::testing::NoIssuer;
 use super::{
     AttestationFailure, PeerCred, ProcessPin, WorkloadApiService, WorkloadAttestation, serve,
 };
@@ -233,6 +234,7 @@ async fn a_raw_client_sending_the_socket_path_as_authority_gets_its_svid() {
         listener,
         cache.clone(),
         Arc::new(PinnedUid),
+        Arc::new(NoIssuer),
         std::future::pending(),
     ));
     // What the rewriter assumes of the server: HPACK table size (0x1) and maximum frame size
@@ -272,7 +274,7 @@ async fn a_raw_client_sending_the_socket_path_as_authority_gets_its_svid() {
     let bare = dir.path().join("bare.sock");
     let listener = UnixListener::bind(&bare).unwrap();
     let (_stop_tx, stop) = watch::channel(false);
-    let service = WorkloadApiService::new(cache, Arc::new(PinnedUid), stop);
+    let service = WorkloadApiService::new(cache, Arc::new(PinnedUid), Arc::new(NoIssuer), stop);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::new(service))
@@ -305,6 +307,7 @@ async fn each_connection_keeps_the_mode_of_its_first_block_and_the_clients_dynam
         listener,
         cache,
         Arc::new(PinnedUid),
+        Arc::new(NoIssuer),
         std::future::pending(),
     ));
     let expect_svid = |outcome: Outcome| match outcome {

@@ -15,9 +15,13 @@
 //! new one, with the full state, each time the state served to that caller changes (rotation,
 //! entry added or removed, own or federated bundle changed, an SVID expired); identical states are
 //! not resent. If the caller loses every identity the stream ends with `PermissionDenied`
-//! `no identity issued`; when the agent shuts down, with `Unavailable`. The JWT RPCs answer
-//! `Unimplemented` for now, as does any method this service does not define (e.g. the WIT-SVID
-//! RPCs of the standard's experimental branch). See `docs/workload-api.md`.
+//! `no identity issued`; when the agent shuts down, with `Unavailable`.
+//!
+//! JWT-SVIDs are minted on demand by the issuer through a [`SvidIssuer`] and cached per entry and
+//! audience set ([`jwt::JwtSvidCache`], renewed at half-life). `FetchJWTBundles` streams the JWT
+//! authorities of the own and federated trust domains as JWK Sets; `ValidateJWTSVID` checks a
+//! token against the own bundle and the bundles the caller's entries federate with. See
+//! `docs/workload-api.md`.
 //!
 //! Private keys are never logged: responses are not `Debug`-printed and keys kept for
 //! deduplication are zeroized when dropped.
@@ -29,9 +33,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use signet_spiffe::SpiffeId;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
+use zeroize::Zeroizing;
 
 use crate::cache::Cache;
 #[cfg(doc)]
@@ -44,6 +50,7 @@ mod conn;
 mod huffman;
 #[cfg(test)]
 mod interop_tests;
+pub mod jwt;
 mod service;
 
 pub use attest::ProcessAttestation;
@@ -103,6 +110,57 @@ pub trait WorkloadAttestation: Send + Sync {
     async fn attest(&self, peer: PeerCred) -> Result<Vec<(String, String)>, AttestationFailure>;
 }
 
+/// A JWT-SVID the issuer minted for an entry.
+///
+/// `Debug` never prints the token (a bearer credential).
+pub struct MintedJwtSvid {
+    /// Its `sub`: the entry's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The token (JWS compact serialization), wiped when dropped.
+    pub token: Zeroizing<String>,
+    /// Its `iat`.
+    pub issued_at: std::time::SystemTime,
+    /// Its `exp`.
+    pub expires_at: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for MintedJwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedJwtSvid")
+            .field("spiffe_id", &self.spiffe_id.to_string())
+            .field("token", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Why the issuer did not mint a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerFailure {
+    /// The issuer cannot be reached or failed: the workload may retry (`Unavailable`).
+    #[error("the issuer is unavailable: {0}")]
+    Unavailable(String),
+    /// The issuer refused (e.g. the entry is no longer authorized for this agent):
+    /// `PermissionDenied`.
+    #[error("the issuer refused: {0}")]
+    Refused(String),
+}
+
+/// Mints the credentials that depend on the request (JWT-SVIDs, whose audience the workload
+/// chooses) for entries the agent already serves. The agent runtime implements it over the node
+/// API; tests plug in their own.
+#[async_trait]
+pub trait SvidIssuer: Send + Sync {
+    /// A JWT-SVID for `entry_id` with the audiences `audience` (sorted, unique, non-empty).
+    async fn mint_jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<MintedJwtSvid, IssuerFailure>;
+}
+
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -124,10 +182,11 @@ pub async fn serve(
     listener: UnixListener,
     cache: Cache,
     attestor: Arc<dyn WorkloadAttestation>,
+    issuer: Arc<dyn SvidIssuer>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = WorkloadApiService::new(cache, attestor, stop_rx);
+    let service = WorkloadApiService::new(cache, attestor, issuer, stop_rx);
     let incoming = UnixListenerStream::new(listener).then(|conn| async move {
         match conn {
             Ok(stream) => Ok(PeerConn::accept(stream)),

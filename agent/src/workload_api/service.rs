@@ -17,9 +17,10 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span};
 use zeroize::Zeroize as _;
 
+use super::jwt::{self, JwtSvidCache, VALIDATION_LEEWAY};
 use super::{
-    MISSING_HEADER, NO_IDENTITY_ISSUED, PeerCred, ProcessPin, SECURITY_HEADER, WorkloadAttestation,
-    WorkloadConnectInfo,
+    IssuerFailure, MISSING_HEADER, NO_IDENTITY_ISSUED, PeerCred, ProcessPin, SECURITY_HEADER,
+    SvidIssuer, WorkloadAttestation, WorkloadConnectInfo,
 };
 use crate::cache::{Cache, CachedSvid, Snapshot};
 
@@ -37,22 +38,141 @@ type ResultStream<M> = BoxStream<'static, Result<M, Status>>;
 pub struct WorkloadApiService {
     cache: Cache,
     attestor: Arc<dyn WorkloadAttestation>,
+    issuer: Arc<dyn SvidIssuer>,
+    jwt: Arc<JwtSvidCache>,
     stop: watch::Receiver<bool>,
 }
 
 impl WorkloadApiService {
-    /// A service answering from `cache`, attesting callers with `attestor`. Open streams end (with
-    /// `Unavailable`) once `stop` holds `true` or its sender is dropped.
+    /// A service answering from `cache`, attesting callers with `attestor` and having `issuer`
+    /// mint JWT-SVIDs. Open streams end (with `Unavailable`) once `stop` holds `true` or its
+    /// sender is dropped.
     pub fn new(
         cache: Cache,
         attestor: Arc<dyn WorkloadAttestation>,
+        issuer: Arc<dyn SvidIssuer>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
             cache,
             attestor,
+            issuer,
+            jwt: Arc::new(JwtSvidCache::new()),
             stop,
         }
+    }
+
+    /// `FetchJWTSVID`: one token per identity of the caller (or the one asked for), for the
+    /// requested audiences.
+    async fn jwt_svids(
+        &self,
+        request: Request<pb::JwtsvidRequest>,
+        span: &Span,
+    ) -> Result<pb::JwtsvidResponse, Status> {
+        check_header(request.metadata())?;
+        let audience = jwt::normalize_audience(&request.get_ref().audience)
+            .map_err(Status::invalid_argument)
+            .inspect_err(log_refusal)?;
+        let wanted = match request.get_ref().spiffe_id.as_str() {
+            "" => None,
+            id => Some(
+                signet_spiffe::SpiffeId::parse(id)
+                    .map_err(|e| Status::invalid_argument(format!("invalid spiffe_id: {e}")))
+                    .inspect_err(log_refusal)?,
+            ),
+        };
+        let selectors = self.admit(&request, span).await?;
+        let snapshot = self.cache.current();
+        let served = evaluate(&snapshot, &selectors, SystemTime::now()).inspect_err(log_refusal)?;
+        let svids: Vec<&Arc<CachedSvid>> = served
+            .svids
+            .iter()
+            .filter(|s| wanted.as_ref().is_none_or(|w| *w == s.spiffe_id))
+            .collect();
+        if svids.is_empty() {
+            let status = Status::permission_denied(NO_IDENTITY_ISSUED);
+            log_refusal(&status);
+            return Err(status);
+        }
+        let minted = futures::future::join_all(
+            svids
+                .iter()
+                .map(|s| self.jwt.get(self.issuer.as_ref(), s, &audience)),
+        )
+        .await;
+        let mut out = Vec::with_capacity(svids.len());
+        for (svid, token) in svids.into_iter().zip(minted) {
+            let token = token.map_err(|e| {
+                tracing::warn!(entry_id = %svid.entry_id, error = %e, "cannot mint a JWT-SVID");
+                match e {
+                    IssuerFailure::Refused(m) => Status::permission_denied(m),
+                    IssuerFailure::Unavailable(m) => {
+                        Status::unavailable(format!("cannot mint the JWT-SVID: {m}"))
+                    }
+                }
+            })?;
+            out.push(pb::Jwtsvid {
+                spiffe_id: svid.spiffe_id.to_string(),
+                svid: token.token.to_string(),
+                hint: svid.hint.to_string(),
+            });
+        }
+        tracing::debug!(svids = out.len(), "JWT-SVIDs served");
+        Ok(pb::JwtsvidResponse { svids: out })
+    }
+
+    /// `ValidateJWTSVID`: the token checked against the own bundle and the bundles the caller's
+    /// entries federate with.
+    async fn validate_jwt(
+        &self,
+        request: Request<pb::ValidateJwtsvidRequest>,
+        span: &Span,
+    ) -> Result<pb::ValidateJwtsvidResponse, Status> {
+        check_header(request.metadata())?;
+        let req = request.get_ref();
+        let missing = if req.audience.is_empty() {
+            Some("audience must be specified")
+        } else if req.svid.is_empty() {
+            Some("svid must be specified")
+        } else {
+            None
+        };
+        if let Some(m) = missing {
+            let status = Status::invalid_argument(m);
+            log_refusal(&status);
+            return Err(status);
+        }
+        let selectors = self.admit(&request, span).await?;
+        let snapshot = self.cache.current();
+        let Some(own) = snapshot.bundle.as_ref().filter(|_| snapshot.is_ready()) else {
+            return Err(Status::unavailable(NOT_READY));
+        };
+        let now = SystemTime::now();
+        let svids = snapshot.svids_for_at(&selectors, now);
+        let federated = snapshot.federated_for(&svids);
+        let req = request.into_inner();
+        let validated = signet_spiffe::jwt::validate_jwt_svid(
+            &req.svid,
+            &req.audience,
+            |td| {
+                if *td == own.trust_domain {
+                    Some(own.clone())
+                } else {
+                    federated.get(td).map(|b| Arc::clone(b))
+                }
+            },
+            now,
+            VALIDATION_LEEWAY,
+        )
+        .map_err(|e| {
+            tracing::info!(error = %e, audience = %req.audience, "JWT-SVID refused");
+            Status::invalid_argument(format!("invalid JWT-SVID: {e}"))
+        })?;
+        tracing::debug!(spiffe_id = %validated.spiffe_id, "JWT-SVID validated");
+        Ok(pb::ValidateJwtsvidResponse {
+            spiffe_id: validated.spiffe_id.to_string(),
+            claims: Some(jwt::json_object_to_struct(&validated.claims)),
+        })
     }
 
     /// Checks the header, the readiness and attests the caller; returns its selectors.
@@ -167,32 +287,34 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<pb::JwtsvidRequest>,
     ) -> Result<Response<pb::JwtsvidResponse>, Status> {
-        let _span = rpc_span("FetchJWTSVID").entered();
-        check_header(request.metadata())?;
-        Err(jwt_unimplemented())
+        let span = rpc_span("FetchJWTSVID");
+        self.jwt_svids(request, &span)
+            .instrument(span.clone())
+            .await
+            .map(Response::new)
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let _span = rpc_span("FetchJWTBundles").entered();
-        check_header(request.metadata())?;
-        Err(jwt_unimplemented())
+        let span = rpc_span("FetchJWTBundles");
+        let request = request.map(|_| ());
+        self.open_stream(request, span.clone())
+            .instrument(span)
+            .await
     }
 
     async fn validate_jwtsvid(
         &self,
         request: Request<pb::ValidateJwtsvidRequest>,
     ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
-        let _span = rpc_span("ValidateJWTSVID").entered();
-        check_header(request.metadata())?;
-        Err(jwt_unimplemented())
+        let span = rpc_span("ValidateJWTSVID");
+        self.validate_jwt(request, &span)
+            .instrument(span.clone())
+            .await
+            .map(Response::new)
     }
-}
-
-fn jwt_unimplemented() -> Status {
-    Status::unimplemented("JWT-SVIDs are not served by this agent yet")
 }
 
 /// The security header must be present exactly once, with the value `true`.
@@ -359,6 +481,33 @@ impl Message for pb::X509BundlesResponse {
     }
 }
 
+/// The JWT authorities of a bundle as the Workload API wants them: a JWK Set (JSON bytes).
+fn jwt_bundle_jwks(bundle: &Bundle) -> Option<Vec<u8>> {
+    bundle
+        .jwt_jwks_json()
+        .map(String::into_bytes)
+        .inspect_err(|e| {
+            tracing::error!(trust_domain = %bundle.trust_domain, error = %e, "cannot encode the JWT authorities of a bundle; not sent");
+        })
+        .ok()
+}
+
+impl Message for pb::JwtBundlesResponse {
+    fn render(snapshot: &Snapshot, svids: &[Arc<CachedSvid>]) -> Self {
+        let mut bundles: std::collections::HashMap<String, Vec<u8>> = snapshot
+            .federated_for(svids)
+            .into_iter()
+            .filter_map(|(td, b)| Some((td.id_string(), jwt_bundle_jwks(b)?)))
+            .collect();
+        if let Some(own) = &snapshot.bundle
+            && let Some(jwks) = jwt_bundle_jwks(own)
+        {
+            bundles.insert(own.trust_domain.id_string(), jwks);
+        }
+        pb::JwtBundlesResponse { bundles }
+    }
+}
+
 /// The last message sent on a stream, wiped when replaced or dropped.
 struct Sent<M: Message>(M);
 
@@ -454,6 +603,7 @@ mod tests {
     use signet_spiffe::JwtAuthority;
 
     use super::super::AttestationFailure;
+    use super::super::jwt::testing::NoIssuer;
     use super::*;
     use crate::cache::testing::{bundle, ca, sels, svid};
 
@@ -491,7 +641,12 @@ mod tests {
             )
             .unwrap();
         let (_stop_tx, stop) = watch::channel(false);
-        let service = WorkloadApiService::new(cache.clone(), Arc::new(NoAttestor), stop);
+        let service = WorkloadApiService::new(
+            cache.clone(),
+            Arc::new(NoAttestor),
+            Arc::new(NoIssuer),
+            stop,
+        );
         let mut svids = service
             .stream_for::<pb::X509svidResponse>(sels(&["unix:uid:1"]), Span::none())
             .unwrap();
@@ -571,7 +726,8 @@ mod tests {
             )
             .unwrap();
         let (stop_tx, stop) = watch::channel(false);
-        let service = WorkloadApiService::new(cache, Arc::new(NoAttestor), stop);
+        let service =
+            WorkloadApiService::new(cache, Arc::new(NoAttestor), Arc::new(NoIssuer), stop);
         let mut svids = service
             .stream_for::<pb::X509svidResponse>(sels(&["unix:uid:1"]), Span::none())
             .unwrap();
