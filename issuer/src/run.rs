@@ -23,8 +23,23 @@ use signet_issuer::state::{Issuer, issuer_id};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// How often the CA is asked whether a rotation step is due.
-const ROTATION_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest pause between two checks whether a CA or JWT key rotation step is due.
+const MAX_ROTATION_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest one.
+const MIN_ROTATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the CA and the JWT keys are asked whether a rotation step is due: a twelfth of the
+/// shortest key lifetime (activation is due at 5/6 of a lifetime, so at least two checks fall
+/// between it and the end of the lifetime, when the key stops signing), between
+/// [`MIN_ROTATION_INTERVAL`] and [`MAX_ROTATION_INTERVAL`].
+fn rotation_interval(lifetimes: &[Duration]) -> Duration {
+    let shortest = lifetimes
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(MAX_ROTATION_INTERVAL);
+    (shortest / 12).clamp(MIN_ROTATION_INTERVAL, MAX_ROTATION_INTERVAL)
+}
 /// How often spent and expired join tokens are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the entry and agent gauges are refreshed.
@@ -267,7 +282,12 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut background = JoinSet::new();
     background.spawn(federation.clone().run());
-    background.spawn(rotation_loop(ca_sync.clone(), shutdown.clone()));
+    let rotation_every = rotation_interval(&[config.ca.ttl, config.jwt.key_ttl]);
+    background.spawn(rotation_loop(
+        ca_sync.clone(),
+        rotation_every,
+        shutdown.clone(),
+    ));
     background.spawn(prune_loop(issuer.clone(), shutdown.clone()));
     background.spawn(counts_loop(issuer.clone(), shutdown.clone()));
 
@@ -395,8 +415,8 @@ where
     }
 }
 
-async fn rotation_loop(ca_sync: Arc<CaSync>, shutdown: Shutdown) {
-    every(ROTATION_INTERVAL, shutdown, || async {
+async fn rotation_loop(ca_sync: Arc<CaSync>, period: Duration, shutdown: Shutdown) {
+    every(period, shutdown, || async {
         if let Err(e) = ca_sync.rotate_once(SystemTime::now()).await {
             tracing::error!(error = %e, "CA rotation step failed; retrying");
         }
@@ -431,4 +451,20 @@ async fn counts_loop(issuer: Arc<Issuer>, shutdown: Shutdown) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_checks_keep_pace_with_the_shortest_lifetime() {
+        let s = Duration::from_secs;
+        // Defaults (24 h): every 5 s.
+        assert_eq!(rotation_interval(&[s(86_400), s(86_400)]), s(5));
+        // A 12 s JWT key: every second, so activation (due at 10 s) happens before it expires.
+        assert_eq!(rotation_interval(&[s(86_400), s(12)]), s(1));
+        assert_eq!(rotation_interval(&[s(6)]), Duration::from_millis(500));
+        assert_eq!(rotation_interval(&[]), s(5));
+    }
 }

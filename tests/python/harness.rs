@@ -1,7 +1,7 @@
 //! Rust side of the Python workloads in `tests/python/`: finding the virtualenv, running a script
 //! as a workload of a real agent (optionally as another uid), reading its JSON lines, and the
 //! issuer + agent set-up the Python and isolation tests share. Included with `#[path]` by
-//! `tests/tests/python_clients.rs` and `tests/tests/workload_isolation.rs`.
+//! `tests/tests/python_clients.rs`, `tests/tests/workload_isolation.rs` and `tests/tests/jwt.rs`.
 
 #![allow(dead_code)]
 
@@ -235,15 +235,33 @@ pub fn issuer_and_agent(
     configure: impl FnOnce(AgentBuilder) -> AgentBuilder,
 ) -> (Issuer, Agent) {
     let issuer = Issuer::start().unwrap();
-    let token = issuer.join_token(Some(NODE_ALIAS)).unwrap();
+    let agent = agent_with_entries(&issuer, TD, entries, &[], configure);
+    (issuer, agent)
+}
+
+/// Registers `entries` (with the extra `entry create` arguments `extra`) under the node alias
+/// `spiffe://<td>/node/python-e2e` of a running issuer of trust domain `td`, and starts an agent
+/// attested with a join token for that alias; returns once the agent is ready.
+pub fn agent_with_entries(
+    issuer: &Issuer,
+    td: &str,
+    entries: &[Registration<'_>],
+    extra: &[&str],
+    configure: impl FnOnce(AgentBuilder) -> AgentBuilder,
+) -> Agent {
+    let alias = format!("spiffe://{td}/node/python-e2e");
+    let token = issuer.join_token(Some(&alias)).unwrap();
     for e in entries {
         let selectors: Vec<&str> = e.selectors.iter().map(String::as_str).collect();
-        create_entry(&issuer, e.spiffe_id, NODE_ALIAS, &selectors, &[]).unwrap();
+        create_entry(issuer, e.spiffe_id, &alias, &selectors, extra).unwrap();
     }
-    let agent = configure(AgentBuilder::new(&issuer).join_token(&token))
-        .start()
-        .unwrap();
-    (issuer, agent)
+    configure(
+        AgentBuilder::new(issuer)
+            .set_str("trust_domain", td)
+            .join_token(&token),
+    )
+    .start()
+    .unwrap()
 }
 
 /// The SPIFFE IDs `signet-agent api fetch x509 --output json` printed, in order.
@@ -268,4 +286,47 @@ pub fn assert_served_to_self(agent: &Agent, ids: &[&str]) -> Value {
         "the agent's first sync did not serve the entries"
     );
     doc
+}
+
+/// Starts `mtls_server.py` presenting `id` and accepting `client`; returns it with its address.
+pub fn start_server(
+    python: &std::path::Path,
+    agent: &Agent,
+    id: &str,
+    client: &str,
+) -> (Background, String) {
+    let mut server = Background::spawn(python_command(
+        python,
+        &agent.endpoint(),
+        "mtls_server.py",
+        &["--id", id, "--authorize", client],
+        None,
+    ));
+    let ready = server.next_json();
+    let addr = ready["listening"]
+        .as_str()
+        .unwrap_or_else(|| {
+            let (status, stderr) = server.finish();
+            panic!("the server did not listen ({status:?}): {ready}\nstderr: {stderr}")
+        })
+        .to_owned();
+    assert_eq!(ready["spiffe_id"], id);
+    (server, addr)
+}
+
+/// Runs `mtls_client.py` presenting `id`, connecting to `addr` and accepting only `server`.
+pub fn run_client(
+    python: &std::path::Path,
+    agent: &Agent,
+    id: &str,
+    server: &str,
+    addr: &str,
+) -> (std::process::ExitStatus, Value, signet_tests::CliOutput) {
+    run_json(python_command(
+        python,
+        &agent.endpoint(),
+        "mtls_client.py",
+        &["--id", id, "--authorize", server, "--connect", addr],
+        None,
+    ))
 }

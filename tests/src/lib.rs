@@ -730,3 +730,4 @@ pub fn have_openssl() -> bool {
         .is_ok_and(|s| s.success())
 }
 pub mod agent;
+pub mod pki;

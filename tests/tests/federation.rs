@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use signet_spiffe::tls::{Authorizer, BundleAuthenticator, SpiffeCertVerifier};
 use signet_spiffe::{Bundle, SpiffeId, TrustDomain};
+use signet_tests::pki::TestCa;
 use signet_tests::{Issuer, IssuerBuilder, toml_str};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -212,48 +213,6 @@ fn web_client(ca_der: &[u8]) -> rustls::ClientConfig {
 }
 
 // ---- test PKI ---------------------------------------------------------------------------------
-
-struct TestCa {
-    params: rcgen::CertificateParams,
-    key: rcgen::KeyPair,
-    der: Vec<u8>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Signet test web CA");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            der: cert.der().to_vec(),
-            pem: cert.pem(),
-            params,
-            key,
-        }
-    }
-
-    /// A server certificate for localhost and 127.0.0.1: (chain PEM, key PEM, leaf DER).
-    fn server(&self) -> (String, String, Vec<u8>) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
 
 /// A self-signed CA certificate naming `spiffe://<td>` (a stand-in SPIFFE CA).
 fn spiffe_ca(td: &str) -> Vec<u8> {

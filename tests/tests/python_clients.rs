@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use harness::{
-    Background, Registration, TD, assert_served_to_self, issuer_and_agent, python_command,
-    run_json, venv_python,
+    Registration, TD, assert_served_to_self, issuer_and_agent, python_command, run_client,
+    run_json, start_server, venv_python,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -96,48 +96,6 @@ fn python_x509_source_gets_the_registered_svid() {
         assert_eq!(hex_serial(&doc["serial"]), hex_serial(&svid["serial"]));
         assert_eq!(doc["not_after"], svid["expires_at"]);
     }
-}
-
-/// Starts `mtls_server.py` presenting `id` and accepting `client`; returns it with its address.
-fn start_server(
-    python: &std::path::Path,
-    agent: &Agent,
-    id: &str,
-    client: &str,
-) -> (Background, String) {
-    let mut server = Background::spawn(python_command(
-        python,
-        &agent.endpoint(),
-        "mtls_server.py",
-        &["--id", id, "--authorize", client],
-        None,
-    ));
-    let ready = server.next_json();
-    let addr = ready["listening"]
-        .as_str()
-        .unwrap_or_else(|| {
-            let (status, stderr) = server.finish();
-            panic!("the server did not listen ({status:?}): {ready}\nstderr: {stderr}")
-        })
-        .to_owned();
-    assert_eq!(ready["spiffe_id"], id);
-    (server, addr)
-}
-
-fn run_client(
-    python: &std::path::Path,
-    agent: &Agent,
-    id: &str,
-    server: &str,
-    addr: &str,
-) -> (std::process::ExitStatus, Value, signet_tests::CliOutput) {
-    run_json(python_command(
-        python,
-        &agent.endpoint(),
-        "mtls_client.py",
-        &["--id", id, "--authorize", server, "--connect", addr],
-        None,
-    ))
 }
 
 const SERVER: &str = "spiffe://example.org/py/server";
