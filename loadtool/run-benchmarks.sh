@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs the agent benchmarks of docs/agent.md on this machine: starts signet-issuer and signet-agent
 # in a temporary directory (loopback and Unix sockets only), registers this user's processes
-# (unix:uid), and runs signet-loadtool fetch-x509 (1, 100, 1000 clients), entry-latency and rss.
+# (unix:uid), and runs signet-loadtool fetch-x509 (1, 100, 1000 clients), jwt (cached, mint,
+# validate), entry-latency and rss.
 #
 #   loadtool/run-benchmarks.sh [PROFILE_DIR]     # default target/debug; build first:
 #   cargo build -p signet-issuer -p signet-agent -p signet-loadtool
 #
 # Environment: RSS_ENTRIES (default 10000), REQUESTS (default 2000 per client at 1 client, a tenth
-# of that at 100 clients, a hundredth at 1000), ONLY=rss|fetch|entry (one benchmark). Variables
+# of that at 100 clients, a hundredth at 1000), ONLY=rss|fetch|jwt|entry (one benchmark). Variables
 # such as MALLOC_ARENA_MAX are passed on to the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +90,15 @@ echo "== FetchX509SVID first-answer latency"
 # ... and paced, about 1,000 requests/s in all, spread over 100 or 1,000 connected clients.
 "$LOAD" fetch-x509 --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 100 > 0 ? REQUESTS / 100 : 1))" --pause-ms 100
 "$LOAD" fetch-x509 --socket "$SOCK" --clients 1000 --requests "$((REQUESTS / 200 > 0 ? REQUESTS / 200 : 1))" --pause-ms 1000
+fi
+if want jwt; then
+echo "== JWT-SVIDs through the Workload API"
+"$LOAD" jwt --mode cached --socket "$SOCK" --clients 1 --requests "$REQUESTS"
+"$LOAD" jwt --mode cached --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 10))"
+"$LOAD" jwt --mode mint --socket "$SOCK" --clients 1 --requests "$((REQUESTS / 2))"
+"$LOAD" jwt --mode mint --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 20 > 0 ? REQUESTS / 20 : 1))"
+"$LOAD" jwt --mode validate --socket "$SOCK" --clients 1 --requests "$REQUESTS"
+"$LOAD" jwt --mode validate --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 10))"
 fi
 if want entry; then
 echo "== new entry -> waiting stream"

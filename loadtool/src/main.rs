@@ -3,6 +3,9 @@
 //!
 //! - `fetch-x509`: first-answer latency of `FetchX509SVID` (request sent -> first message) with N
 //!   concurrent clients, each on its own connection, M requests each; p50 / p99 / p99.9.
+//! - `jwt --mode cached|mint|validate`: latency of `FetchJWTSVID` served from the agent's token
+//!   cache, `FetchJWTSVID` with a new audience per request (each one minted by the issuer over the
+//!   node API), and `ValidateJWTSVID` of one token; same clients/requests/percentiles.
 //! - `entry-latency`: time from `CreateEntry` (admin API) to the new SVID arriving on an open
 //!   `FetchX509SVID` stream of a matching workload (this process).
 //! - `rss`: the agent's resident memory per cached SVID: VmRSS of the agent before and after
@@ -19,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hyper_util::rt::TokioIo;
-use signet_agent::cli::client::{WorkloadClient, WorkloadEndpoint, x509_svid_request};
+use signet_agent::cli::client::{
+    WorkloadClient, WorkloadEndpoint, jwt_svid_request, request, x509_svid_request,
+};
 use signet_proto::admin as apb;
 use signet_proto::admin::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -55,6 +60,28 @@ enum Cmd {
         requests: usize,
         /// Pause of each client between its requests, in milliseconds (randomized ±50 %); 0 =
         /// back to back (a closed loop that measures saturation rather than latency).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// JWT-SVID latency with concurrent clients: from the agent's cache, minted, or validated.
+    Jwt {
+        /// The agent's Workload API socket.
+        #[arg(long, value_name = "PATH")]
+        socket: String,
+        /// `cached` (one audience: the agent's cache answers), `mint` (a new audience per request:
+        /// the issuer signs each token) or `validate` (ValidateJWTSVID of one token).
+        #[arg(long, value_enum, default_value_t = JwtMode::Cached)]
+        mode: JwtMode,
+        /// Concurrent clients (one connection each).
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Requests per client.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Pause of each client between its requests, in milliseconds (randomized ±50 %).
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
         /// Print JSON instead of text.
@@ -117,6 +144,76 @@ enum Cmd {
     },
 }
 
+/// What `jwt` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum JwtMode {
+    /// FetchJWTSVID for one audience (cache hits).
+    Cached,
+    /// FetchJWTSVID for a new audience each time (issuer mints).
+    Mint,
+    /// ValidateJWTSVID of one token.
+    Validate,
+}
+
+/// One kind of timed request.
+#[derive(Debug, Clone)]
+enum Op {
+    /// FetchX509SVID: time to the first message.
+    FetchX509,
+    /// FetchJWTSVID for the audience `bench`.
+    FetchJwtCached,
+    /// FetchJWTSVID for a new audience (`bench-<run>-<client>-<n>`).
+    FetchJwtMint(String),
+    /// ValidateJWTSVID of this token for the audience `bench`.
+    ValidateJwt(String),
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::FetchX509 => "fetch-x509",
+            Op::FetchJwtCached => "jwt-cached",
+            Op::FetchJwtMint(_) => "jwt-mint",
+            Op::ValidateJwt(_) => "jwt-validate",
+        }
+    }
+
+    /// Sends request `n` of client `client` and returns how long the answer took.
+    async fn call(
+        &self,
+        c: &mut WorkloadClient,
+        client: usize,
+        n: usize,
+    ) -> Result<Duration, tonic::Status> {
+        let started = Instant::now();
+        match self {
+            Op::FetchX509 => {
+                let mut stream = c.fetch_x509svid(x509_svid_request()).await?.into_inner();
+                if stream.message().await?.is_none() {
+                    return Err(tonic::Status::unknown("stream ended without a message"));
+                }
+            }
+            Op::FetchJwtCached => {
+                c.fetch_jwtsvid(jwt_svid_request(vec!["bench".into()], String::new()))
+                    .await?;
+            }
+            Op::FetchJwtMint(run) => {
+                let audience = format!("bench-{run}-{client}-{n}");
+                c.fetch_jwtsvid(jwt_svid_request(vec![audience], String::new()))
+                    .await?;
+            }
+            Op::ValidateJwt(token) => {
+                c.validate_jwtsvid(request(signet_proto::workload::ValidateJwtsvidRequest {
+                    audience: "bench".into(),
+                    svid: token.clone(),
+                }))
+                .await?;
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +243,36 @@ async fn run(cmd: Cmd) -> Result<()> {
             requests,
             pause_ms,
             json,
-        } => fetch_x509(&socket, clients, requests, pause_ms, json).await,
+        } => closed_loop(Op::FetchX509, &socket, clients, requests, pause_ms, json).await,
+        Cmd::Jwt {
+            socket,
+            mode,
+            clients,
+            requests,
+            pause_ms,
+            json,
+        } => {
+            let op = match mode {
+                JwtMode::Cached => Op::FetchJwtCached,
+                JwtMode::Mint => Op::FetchJwtMint(nonce()),
+                JwtMode::Validate => {
+                    let mut c = workload(&socket).await?;
+                    let resp = c
+                        .fetch_jwtsvid(jwt_svid_request(vec!["bench".into()], String::new()))
+                        .await
+                        .map_err(|s| anyhow!("FetchJWTSVID: {:?} {}", s.code(), s.message()))?
+                        .into_inner();
+                    let token = resp
+                        .svids
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| anyhow!("FetchJWTSVID returned no token"))?
+                        .svid;
+                    Op::ValidateJwt(token)
+                }
+            };
+            closed_loop(op, &socket, clients, requests, pause_ms, json).await
+        }
         Cmd::EntryLatency {
             socket,
             admin_socket,
@@ -223,20 +349,10 @@ async fn workload(socket: &str) -> Result<WorkloadClient> {
     Ok(WorkloadEndpoint::parse(socket)?.connect().await?)
 }
 
-/// One FetchX509SVID: time to the first message.
-async fn first_answer(client: &mut WorkloadClient) -> Result<Duration, tonic::Status> {
-    let started = Instant::now();
-    let mut stream = client
-        .fetch_x509svid(x509_svid_request())
-        .await?
-        .into_inner();
-    match stream.message().await? {
-        Some(_) => Ok(started.elapsed()),
-        None => Err(tonic::Status::unknown("stream ended without a message")),
-    }
-}
-
-async fn fetch_x509(
+/// N clients, M requests each (back to back, or paced), of one kind; prints the latency
+/// percentiles and the rate.
+async fn closed_loop(
+    op: Op,
     socket: &str,
     clients: usize,
     requests: usize,
@@ -246,18 +362,17 @@ async fn fetch_x509(
     if clients == 0 || requests == 0 {
         bail!("--clients and --requests must be at least 1");
     }
-    // Warm-up (the agent hashes this executable once, then caches the digest).
+    let name = op.name();
+    // Warm-up (the agent hashes this executable once, then caches the digest; a cached JWT-SVID
+    // is minted).
     let mut warm = workload(socket).await?;
-    for _ in 0..10 {
-        first_answer(&mut warm).await.map_err(|s| {
-            anyhow!(
-                "warm-up FetchX509SVID failed: {:?} {}",
-                s.code(),
-                s.message()
-            )
-        })?;
+    for n in 0..10 {
+        op.call(&mut warm, usize::MAX, n)
+            .await
+            .map_err(|s| anyhow!("warm-up {name} failed: {:?} {}", s.code(), s.message()))?;
     }
     drop(warm);
+    let op = Arc::new(op);
 
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -266,18 +381,19 @@ async fn fetch_x509(
     let barrier = Arc::new(tokio::sync::Barrier::new(clients));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
-    for mut client in conns {
+    for (i, mut client) in conns.into_iter().enumerate() {
         let barrier = barrier.clone();
+        let op = op.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let mut samples = Vec::with_capacity(requests);
             let mut errors = Vec::new();
-            for _ in 0..requests {
+            for n in 0..requests {
                 if pause_ms > 0 {
                     let jitter = u64::from(pseudo_random()) % pause_ms.max(1);
                     tokio::time::sleep(Duration::from_millis(pause_ms / 2 + jitter)).await;
                 }
-                match first_answer(&mut client).await {
+                match op.call(&mut client, i, n).await {
                     Ok(d) => samples.push(d),
                     Err(s) => errors.push(format!("{:?}: {}", s.code(), s.message())),
                 }
@@ -299,7 +415,7 @@ async fn fetch_x509(
         println!(
             "{}",
             serde_json::json!({
-                "benchmark": "fetch-x509",
+                "benchmark": name,
                 "clients": clients,
                 "requests_per_client": requests,
                 "pause_ms": pause_ms,
@@ -315,12 +431,12 @@ async fn fetch_x509(
         );
     } else {
         println!(
-            "fetch-x509: {clients} client(s) x {requests} request(s), pause {pause_ms} ms: {} ok, {} errors, {rate:.0} req/s",
+            "{name}: {clients} client(s) x {requests} request(s), pause {pause_ms} ms: {} ok, {} errors, {rate:.0} req/s",
             summary.count,
             errors.len()
         );
         println!(
-            "  first answer: p50 {}  p99 {}  p99.9 {}  max {}",
+            "  latency: p50 {}  p99 {}  p99.9 {}  max {}",
             stats::fmt(summary.p50),
             stats::fmt(summary.p99),
             stats::fmt(summary.p999),
