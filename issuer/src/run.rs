@@ -33,12 +33,12 @@ const MIN_ROTATION_INTERVAL: Duration = Duration::from_millis(500);
 /// between it and the end of the lifetime, when the key stops signing), between
 /// [`MIN_ROTATION_INTERVAL`] and [`MAX_ROTATION_INTERVAL`].
 fn rotation_interval(lifetimes: &[Duration]) -> Duration {
-    let shortest = lifetimes
+    lifetimes
         .iter()
         .min()
-        .copied()
-        .unwrap_or(MAX_ROTATION_INTERVAL);
-    (shortest / 12).clamp(MIN_ROTATION_INTERVAL, MAX_ROTATION_INTERVAL)
+        .map_or(MAX_ROTATION_INTERVAL, |shortest| {
+            (*shortest / 12).clamp(MIN_ROTATION_INTERVAL, MAX_ROTATION_INTERVAL)
+        })
 }
 /// How often spent and expired join tokens are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);

@@ -52,6 +52,7 @@ mod huffman;
 mod interop_tests;
 pub mod jwt;
 mod service;
+pub mod tokens;
 
 pub use attest::ProcessAttestation;
 pub use conn::{ProcessPin, WorkloadConnectInfo};

@@ -57,7 +57,7 @@ impl WorkloadApiService {
             cache,
             attestor,
             issuer,
-            jwt: Arc::new(JwtSvidCache::new()),
+            jwt: Arc::new(jwt::new_cache()),
             stop,
         }
     }
@@ -97,7 +97,7 @@ impl WorkloadApiService {
         let minted = futures::future::join_all(
             svids
                 .iter()
-                .map(|s| self.jwt.get(self.issuer.as_ref(), s, &audience)),
+                .map(|s| jwt::jwt_svid_for(&self.jwt, self.issuer.as_ref(), s, &audience)),
         )
         .await;
         let mut out = Vec::with_capacity(svids.len());
@@ -260,6 +260,8 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     type FetchX509SVIDStream = ResultStream<pb::X509svidResponse>;
     type FetchX509BundlesStream = ResultStream<pb::X509BundlesResponse>;
     type FetchJWTBundlesStream = ResultStream<pb::JwtBundlesResponse>;
+    type FetchWITSVIDStream = ResultStream<pb::WitsvidResponse>;
+    type FetchWITBundlesStream = ResultStream<pb::WitBundlesResponse>;
 
     async fn fetch_x509svid(
         &self,
@@ -314,6 +316,20 @@ impl SpiffeWorkloadApi for WorkloadApiService {
             .instrument(span.clone())
             .await
             .map(Response::new)
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        _request: Request<pb::WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        Err(Status::unimplemented("WIT-SVIDs are not served yet"))
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        _request: Request<pb::WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        Err(Status::unimplemented("WIT-SVIDs are not served yet"))
     }
 }
 
