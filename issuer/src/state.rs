@@ -69,6 +69,7 @@ impl Issuer {
             trust_domain: self.trust_domain.clone(),
             x509_authorities: self.ca.trust_anchors(),
             jwt_authorities: self.jwt.authorities(),
+            wit_authorities: Vec::new(),
             sequence,
             refresh_hint: None,
         }

@@ -271,15 +271,11 @@ fn spiffe_ca(td: &str) -> Vec<u8> {
 }
 
 fn bundle_doc(td: &str, certs: Vec<Vec<u8>>, sequence: u64) -> String {
-    Bundle {
-        trust_domain: TrustDomain::new(td).unwrap(),
-        x509_authorities: certs,
-        jwt_authorities: Vec::new(),
-        sequence,
-        refresh_hint: Some(3600),
-    }
-    .to_json()
-    .unwrap()
+    let mut bundle = Bundle::new(TrustDomain::new(td).unwrap());
+    bundle.x509_authorities = certs;
+    bundle.sequence = sequence;
+    bundle.refresh_hint = Some(3600);
+    bundle.to_json().unwrap()
 }
 
 // ---- a fake bundle endpoint -------------------------------------------------------------------
