@@ -119,7 +119,8 @@ impl Metrics {
             rpcs,
         }
     }
-    /// One signature made: `kind` is `x509_svid`, `agent_svid`, `ca`, `jwt_svid`, `wit_svid`; latency in seconds.
+    /// One signature made: `kind` is `x509_svid`, `agent_svid`, `ca`, `jwt_svid`, `wit_svid`;
+    /// latency in seconds.
     pub fn record_signature(&self, kind: &str, seconds: f64) {
         let labels = KindLabels {
             kind: kind.to_owned(),

@@ -17,8 +17,8 @@
 //! [`mint_wpt`] makes one for a client; [`WptVerifier::verify`] checks a request's WIT-SVID and WPT
 //! for a server, in this order, each failure its own [`WptError`]:
 //!
-//! 1. the WIT-SVID ([`signet_spiffe::wit::validate_wit_svid`]: `typ`, WIT authorities of the `sub`'s
-//!    trust domain only, no `aud`, a `cnf.jwk` with `alg`, times);
+//! 1. the WIT-SVID ([`signet_spiffe::wit::validate_wit_svid`]: `typ`, WIT authorities of the
+//!    `sub`'s trust domain only, no `aud`, a `cnf.jwk` with `alg`, times);
 //! 2. the WPT's JWS shape and algorithm allowlist, `typ` `wpt+jwt`, `alg` equal to `cnf.jwk.alg`,
 //!    the signature with `cnf.jwk`;
 //! 3. `aud` equal to the expected audience; `exp` present and not passed; the lifetime, from `iat`

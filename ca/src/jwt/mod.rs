@@ -114,8 +114,9 @@ pub struct JwtKeyConfig {
     /// Lifetime of each key: the next key is prepared at 1/2 and activated at 5/6 of it. At least
     /// [`MIN_JWT_KEY_TTL`].
     pub key_ttl: Duration,
-    /// Longest TTL [`JwtKeyManager::mint_jwt_svid`] accepts; retired keys stay published this
-    /// long (plus [`RETIRED_KEY_GRACE_SECS`]). At least one second.
+    /// Longest TTL [`JwtKeyManager::mint_jwt_svid`] (or [`JwtKeyManager::mint_wit_svid`])
+    /// accepts; retired keys stay published this long (plus [`RETIRED_KEY_GRACE_SECS`]). At least
+    /// one second.
     pub max_token_ttl: Duration,
     /// Directory of the key files (e.g. `<data_dir>/jwt`, or `<data_dir>/wit` for the WIT keys;
     /// never shared with the CA or with the other token kind); created 0700, key files 0600.
