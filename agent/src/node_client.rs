@@ -16,7 +16,9 @@
 //!   [`NodeClient::bundle`]) with every sync, renewal and attestation, and the bundles of the
 //!   trust domains the agent's entries federate with ([`NodeClient::federated_bundles`]) with
 //!   every complete sync.
-//! - [`NodeClient::new_jwt_svid`] has the issuer mint a JWT-SVID for an authorized entry.
+//! - [`NodeClient::new_jwt_svid`] has the issuer mint a JWT-SVID for an authorized entry, and
+//!   [`NodeClient::new_wit_svid`] a WIT-SVID binding a workload's public key (the private key
+//!   stays with the agent).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -184,12 +186,76 @@ pub struct JwtSvid {
 
 impl std::fmt::Debug for JwtSvid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSvid")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("token", &"<redacted>")
-            .field("expires_at", &self.expires_at)
-            .field("issued_at", &self.issued_at)
-            .finish()
+        debug_token_svid(
+            f,
+            "JwtSvid",
+            &self.spiffe_id,
+            self.expires_at,
+            self.issued_at,
+        )
+    }
+}
+
+/// The `Debug` of a minted token SVID: everything but the token.
+fn debug_token_svid(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    spiffe_id: &SpiffeId,
+    expires_at: SystemTime,
+    issued_at: SystemTime,
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("spiffe_id", spiffe_id)
+        .field("token", &"<redacted>")
+        .field("expires_at", &expires_at)
+        .field("issued_at", &issued_at)
+        .finish()
+}
+
+/// A WIT-SVID minted by [`NodeClient::new_wit_svid`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct WitSvid {
+    /// The token's `sub`: the entry's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The token, JWS compact serialization (`typ: wit+jwt`). Worthless without its private key,
+    /// but a credential all the same: never in Debug output or logs.
+    pub token: String,
+    /// Its `exp`.
+    pub expires_at: SystemTime,
+    /// Its `iat`.
+    pub issued_at: SystemTime,
+}
+
+impl std::fmt::Debug for WitSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        debug_token_svid(
+            f,
+            "WitSvid",
+            &self.spiffe_id,
+            self.expires_at,
+            self.issued_at,
+        )
+    }
+}
+
+/// The answers of the token mints of the node API (`NewJWTSVID`, `NewWITSVID`), whose SVID
+/// messages have the same fields.
+trait MintResponse {
+    /// The SVID's `(spiffe_id, token, expires_at, issued_at)`, if the answer has one.
+    fn into_parts(self) -> Option<(String, String, i64, i64)>;
+}
+
+impl MintResponse for pb::NewJwtsvidResponse {
+    fn into_parts(self) -> Option<(String, String, i64, i64)> {
+        self.svid
+            .map(|s| (s.spiffe_id, s.token, s.expires_at, s.issued_at))
+    }
+}
+
+impl MintResponse for pb::NewWitsvidResponse {
+    fn into_parts(self) -> Option<(String, String, i64, i64)> {
+        self.svid
+            .map(|s| (s.spiffe_id, s.token, s.expires_at, s.issued_at))
     }
 }
 
@@ -988,38 +1054,76 @@ impl NodeClient {
         entry_id: &str,
         audiences: &[String],
     ) -> Result<JwtSvid, NodeClientError> {
-        let resp = self
-            .authed()
-            .await?
-            .new_jwtsvid(pb::NewJwtsvidRequest {
-                entry_id: entry_id.to_owned(),
-                audience: audiences.to_vec(),
-            })
-            .await
+        let request = pb::NewJwtsvidRequest {
+            entry_id: entry_id.to_owned(),
+            audience: audiences.to_vec(),
+        };
+        let response = self.authed().await?.new_jwtsvid(request).await;
+        let (spiffe_id, token, expires_at, issued_at) = self.minted_token("JWT-SVID", response)?;
+        Ok(JwtSvid {
+            spiffe_id,
+            token,
+            expires_at,
+            issued_at,
+        })
+    }
+
+    /// Has the issuer mint a WIT-SVID for `entry_id` (an entry authorized for this agent, not a
+    /// node alias, exactly as for [`new_jwt_svid`](Self::new_jwt_svid)) that binds the workload
+    /// key `spki_der` (its public key as DER SubjectPublicKeyInfo: EC P-256, EC P-384 or RSA
+    /// 2048-8192 bits), valid for the issuer's `[defaults] wit_svid_ttl`. A key the issuer
+    /// refuses comes back as [`NodeClientError::Rpc`] with `InvalidArgument`.
+    pub async fn new_wit_svid(
+        &self,
+        entry_id: &str,
+        spki_der: &[u8],
+    ) -> Result<WitSvid, NodeClientError> {
+        let request = pb::NewWitsvidRequest {
+            entry_id: entry_id.to_owned(),
+            public_key: spki_der.to_vec(),
+        };
+        let response = self.authed().await?.new_witsvid(request).await;
+        let (spiffe_id, token, expires_at, issued_at) = self.minted_token("WIT-SVID", response)?;
+        Ok(WitSvid {
+            spiffe_id,
+            token,
+            expires_at,
+            issued_at,
+        })
+    }
+
+    /// Checks the answer of a token mint (`kind` is `JWT-SVID` or `WIT-SVID`): no RPC error, an
+    /// SVID, a non-empty token and a SPIFFE ID in the agent's trust domain. Returns the ID, the
+    /// token, `exp` and `iat`.
+    fn minted_token<R: MintResponse>(
+        &self,
+        kind: &str,
+        response: Result<tonic::Response<R>, tonic::Status>,
+    ) -> Result<(SpiffeId, String, SystemTime, SystemTime), NodeClientError> {
+        let (spiffe_id, token, expires_at, issued_at) = response
             .map_err(rpc_error)?
-            .into_inner();
-        let svid = resp
-            .svid
-            .ok_or_else(|| NodeClientError::Protocol("response has no JWT-SVID".into()))?;
-        if svid.token.is_empty() {
-            return Err(NodeClientError::Protocol(
-                "the JWT-SVID token is empty".into(),
-            ));
+            .into_inner()
+            .into_parts()
+            .ok_or_else(|| NodeClientError::Protocol(format!("response has no {kind}")))?;
+        if token.is_empty() {
+            return Err(NodeClientError::Protocol(format!(
+                "the {kind} token is empty"
+            )));
         }
-        let spiffe_id = SpiffeId::parse(&svid.spiffe_id)
-            .map_err(|e| NodeClientError::Protocol(format!("JWT-SVID SPIFFE ID: {e}")))?;
+        let spiffe_id = SpiffeId::parse(&spiffe_id)
+            .map_err(|e| NodeClientError::Protocol(format!("{kind} SPIFFE ID: {e}")))?;
         if !spiffe_id.is_member_of(&self.trust_domain) {
             return Err(NodeClientError::Protocol(format!(
-                "JWT-SVID for {spiffe_id}, outside trust domain {}",
+                "{kind} for {spiffe_id}, outside trust domain {}",
                 self.trust_domain
             )));
         }
-        Ok(JwtSvid {
+        Ok((
             spiffe_id,
-            token: svid.token,
-            expires_at: unix_to_system(svid.expires_at),
-            issued_at: unix_to_system(svid.issued_at),
-        })
+            token,
+            unix_to_system(expires_at),
+            unix_to_system(issued_at),
+        ))
     }
 
     /// Fetches the issuer's trust bundle (and pins it).
@@ -1364,15 +1468,104 @@ mod tests {
     }
 
     #[test]
-    fn jwt_svid_debug_redacts_the_token() {
-        let svid = JwtSvid {
-            spiffe_id: SpiffeId::parse("spiffe://td/w").unwrap(),
-            token: "header.claims.signature".into(),
+    fn token_svid_debug_redacts_the_token() {
+        let id = SpiffeId::parse("spiffe://td/w").unwrap();
+        let token = "header.claims.signature".to_owned();
+        let jwt = JwtSvid {
+            spiffe_id: id.clone(),
+            token: token.clone(),
             expires_at: UNIX_EPOCH,
             issued_at: UNIX_EPOCH,
         };
-        let dbg = format!("{svid:?}");
-        assert!(!dbg.contains("claims") && dbg.contains("redacted"), "{dbg}");
+        let wit = WitSvid {
+            spiffe_id: id,
+            token,
+            expires_at: UNIX_EPOCH,
+            issued_at: UNIX_EPOCH,
+        };
+        for dbg in [format!("{jwt:?}"), format!("{wit:?}")] {
+            assert!(!dbg.contains("claims") && dbg.contains("redacted"), "{dbg}");
+        }
+    }
+
+    #[test]
+    fn minted_token_svids_are_checked() {
+        let c = NodeClient::new(NodeClientConfig {
+            address: "127.0.0.1:1".into(),
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            bundle: None,
+            insecure_bootstrap: true,
+        })
+        .unwrap();
+        let wire = |spiffe_id: &str, token: &str| pb::Witsvid {
+            spiffe_id: spiffe_id.into(),
+            token: token.into(),
+            expires_at: 20,
+            issued_at: 10,
+        };
+        let answer = |svid| Ok(tonic::Response::new(pb::NewWitsvidResponse { svid }));
+        let (id, token, exp, iat) = c
+            .minted_token(
+                "WIT-SVID",
+                answer(Some(wire("spiffe://example.org/w", "a.b.c"))),
+            )
+            .unwrap();
+        assert_eq!(id.to_string(), "spiffe://example.org/w");
+        assert_eq!(token, "a.b.c");
+        assert_eq!(exp, UNIX_EPOCH + Duration::from_secs(20));
+        assert_eq!(iat, UNIX_EPOCH + Duration::from_secs(10));
+        for (svid, why) in [
+            (None, "response has no WIT-SVID"),
+            (
+                Some(wire("spiffe://example.org/w", "")),
+                "the WIT-SVID token is empty",
+            ),
+            (Some(wire("not an id", "a.b.c")), "WIT-SVID SPIFFE ID"),
+            (
+                Some(wire("spiffe://other.org/w", "a.b.c")),
+                "outside trust domain",
+            ),
+        ] {
+            match c.minted_token("WIT-SVID", answer(svid)) {
+                Err(NodeClientError::Protocol(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            c.minted_token::<pb::NewWitsvidResponse>(
+                "WIT-SVID",
+                Err(tonic::Status::invalid_argument("public_key: bad"))
+            ),
+            Err(NodeClientError::Rpc { .. })
+        ));
+    }
+
+    #[test]
+    fn own_bundle_with_wit_authorities_is_accepted() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let mut bundle = Bundle::new(td.clone());
+        bundle.x509_authorities.push(ca.der().to_vec());
+        bundle.wit_authorities.push(signet_spiffe::JwtAuthority {
+            key_id: "wit-1".into(),
+            // The P-256 key of RFC 7515 appendix A.3.
+            jwk: serde_json::json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256",
+                "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+            }),
+        });
+        bundle.sequence = 7;
+        let doc = bundle.to_json().unwrap();
+        assert!(doc.contains("wit-svid"), "{doc}");
+        let parsed = bundle_from_proto(&td, wire_bundle("example.org", &doc)).unwrap();
+        assert_eq!(parsed.wit_authorities.len(), 1);
+        assert_eq!(parsed.wit_authorities[0].key_id, "wit-1");
+        assert!(parsed.jwt_authorities.is_empty());
+        assert_eq!(parsed.sequence, 7);
     }
 
     #[test]
@@ -1401,6 +1594,10 @@ mod tests {
             Err(NodeClientError::NotAttested)
         ));
         assert!(matches!(c.renew().await, Err(NodeClientError::NotAttested)));
+        assert!(matches!(
+            c.new_wit_svid("entry", b"key").await,
+            Err(NodeClientError::NotAttested)
+        ));
         // The watch reports it as its only item.
         let items: Vec<_> = futures::StreamExt::collect(c.watch_entries()).await;
         assert_eq!(items.len(), 1);

@@ -405,7 +405,9 @@ impl CertificateAuthority {
 impl SlotMaker for CertificateAuthority {
     type Slot = Slot;
     type Error = CaError;
-    const NOUN: &'static str = "CA";
+    fn noun(&self) -> &'static str {
+        "CA"
+    }
 
     /// Creates a new CA (key file written, certificate signed) without touching the state.
     fn create_slot(&self, now: i64, state: SlotState) -> Result<Slot, CaError> {
@@ -541,7 +543,7 @@ impl CertificateAuthority {
     /// published until it expires. Errors if nothing is prepared.
     pub fn activate(&self, now: SystemTime) -> Result<SlotInfo, CaError> {
         let now_s = unix(now)?;
-        self.rotation.activate::<Self>(now_s)
+        self.rotation.activate(self, now_s)
     }
 
     /// All slots, oldest first.

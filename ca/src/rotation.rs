@@ -75,8 +75,8 @@ pub(crate) trait SlotMaker {
     type Slot: RotatingSlot;
     /// The error of its public API.
     type Error: From<RotationError>;
-    /// What a slot is, in logs (`CA`, `JWT key`).
-    const NOUN: &'static str;
+    /// What a slot is, in logs (`CA`, `JWT key`, `WIT key`).
+    fn noun(&self) -> &'static str;
 
     /// Creates a new slot (key file written) in `state`.
     fn create_slot(&self, now: i64, state: SlotState) -> Result<Self::Slot, Self::Error>;
@@ -231,13 +231,13 @@ impl<S: RotatingSlot> Rotation<S> {
         };
         match step {
             Step::Nothing => Ok(Rotated::Unchanged),
-            Step::Activate => Ok(Rotated::Activated(self.activate_locked(now, M::NOUN)?)),
+            Step::Activate => Ok(Rotated::Activated(self.activate_locked(now, maker.noun())?)),
             Step::Prepare => self.prepare_locked(maker, now).map(Rotated::Prepared),
             Step::Prune => {
                 let pruned = self.write().change(|st| st.remove(|s| prunable(s, now)));
                 for id in &pruned {
                     maker.delete_key_file(id);
-                    tracing::info!(id = %id, "pruned retired {}", M::NOUN);
+                    tracing::info!(id = %id, "pruned retired {}", maker.noun());
                 }
                 Ok(Rotated::Pruned(pruned))
             }
@@ -259,7 +259,7 @@ impl<S: RotatingSlot> Rotation<S> {
                 for id in &dropped {
                     maker.delete_key_file(id);
                 }
-                tracing::warn!(id = %id, "the active {} had reached the end of its lifetime; activated a new one at once", M::NOUN);
+                tracing::warn!(id = %id, "the active {} had reached the end of its lifetime; activated a new one at once", maker.noun());
                 Ok(Rotated::Activated(info))
             }
         }
@@ -291,17 +291,22 @@ impl<S: RotatingSlot> Rotation<S> {
         });
         for old in &replaced {
             maker.delete_key_file(old);
-            tracing::info!(id = %old, "replaced prepared {}", M::NOUN);
+            tracing::info!(id = %old, "replaced prepared {}", maker.noun());
         }
-        tracing::info!(id = %id, "prepared {} (published, not signing yet)", M::NOUN);
+        tracing::info!(id = %id, "prepared {} (published, not signing yet)", maker.noun());
         Ok(info)
     }
 
     /// Activates the prepared slot now; the active one is retired. Errors if nothing is prepared
     /// or the prepared slot is past its lifetime.
-    pub(crate) fn activate<M: SlotMaker<Slot = S>>(&self, now: i64) -> Result<S::Info, M::Error> {
+    pub(crate) fn activate<M: SlotMaker<Slot = S>>(
+        &self,
+        maker: &M,
+        now: i64,
+    ) -> Result<S::Info, M::Error> {
         let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
-        self.activate_locked(now, M::NOUN).map_err(M::Error::from)
+        self.activate_locked(now, maker.noun())
+            .map_err(M::Error::from)
     }
 
     fn activate_locked(&self, now: i64, noun: &str) -> Result<S::Info, RotationError> {

@@ -1,11 +1,12 @@
 //! The SPIFFE bundle endpoint and OIDC discovery: one HTTPS listener (`[bundle_endpoint]`,
 //! HTTP/1.1 over rustls with aws-lc-rs) serving
 //!
-//! - `GET /`: the own trust bundle (SPIFFE bundle JSON: X.509 and JWT authorities,
+//! - `GET /`: the own trust bundle (SPIFFE bundle JSON: X.509, JWT and WIT authorities,
 //!   `spiffe_sequence`, `spiffe_refresh_hint`), `Content-Type: application/json`;
 //! - `GET /.well-known/openid-configuration`: the OIDC discovery document, when `jwt_issuer` is
 //!   configured (404 otherwise);
-//! - `GET /keys`: its `jwks_uri`, the JWT authorities only, as a plain JWK Set.
+//! - `GET /keys`: its `jwks_uri`, the JWT authorities only, as a plain JWK Set (never a WIT
+//!   authority: an OIDC relying party must not accept a WIT-SVID as an ID token).
 //!
 //! The bundle is built by [`CaSync::own_bundle`] at each request, so a CA (or JWT key) rotation
 //! is served at once. TLS follows the profile: `https_spiffe` serves the issuer's own X509-SVID

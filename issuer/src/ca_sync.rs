@@ -1,10 +1,11 @@
 //! Keeps the store in step with the CA: after every change of the CA's slots (start-up, automatic
-//! rotation, `ca prepare|activate`) the CA journal and the own trust bundle are written to the store.
+//! rotation, `ca prepare|activate`) or of the JWT or WIT signing keys, the CA, JWT key and WIT key
+//! journals and the own trust bundle are written to the store.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use signet_ca::jwt::{JwtError, JwtRotationOutcome};
+use signet_ca::jwt::{JwtError, JwtKeyManager, JwtRotationOutcome};
 use signet_ca::{CaError, RotationOutcome};
 use signet_spiffe::bundle::{Bundle, BundleError};
 use signet_store::{StoreError, StoredBundle};
@@ -15,6 +16,8 @@ use crate::state::Issuer;
 pub const CA_JOURNAL: &str = "ca";
 /// Name of the JWT key journal in the store.
 pub const JWT_JOURNAL: &str = "jwt";
+/// Name of the WIT key journal in the store.
+pub const WIT_JOURNAL: &str = "wit";
 
 /// Why the CA state could not be persisted.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +26,8 @@ pub enum SyncError {
     /// The CA failed.
     #[error("CA: {0}")]
     Ca(#[from] CaError),
-    /// The JWT key manager failed.
-    #[error("JWT keys: {0}")]
+    /// The JWT (or WIT) key manager failed.
+    #[error("JWT/WIT keys: {0}")]
     Jwt(#[from] JwtError),
     /// The bundle could not be encoded.
     #[error("own trust bundle: {0}")]
@@ -34,9 +37,9 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-/// Serializes writes of the CA and JWT key journals and of the own bundle so that an older
-/// snapshot never overwrites a newer one, and rotates the CA and the JWT keys of the issuer
-/// ([`Issuer::ca`], [`Issuer::jwt`]).
+/// Serializes writes of the CA, JWT key and WIT key journals and of the own bundle so that an older
+/// snapshot never overwrites a newer one, and rotates the CA, the JWT keys and the WIT keys of the
+/// issuer ([`Issuer::ca`], [`Issuer::jwt`], [`Issuer::wit`]).
 pub struct CaSync {
     issuer: Arc<Issuer>,
     ca_ttl: Duration,
@@ -102,7 +105,7 @@ impl CaSync {
         bundle
     }
 
-    /// Writes the CA and JWT key journals and the own bundle to the store.
+    /// Writes the CA, JWT key and WIT key journals and the own bundle to the store.
     pub async fn persist(&self) -> Result<(), SyncError> {
         let _guard = self.lock.lock().await;
         let journal = self.issuer.ca.journal_bytes()?;
@@ -112,6 +115,11 @@ impl CaSync {
         self.issuer
             .store
             .save_journal(JWT_JOURNAL, &journal)
+            .await?;
+        let journal = self.issuer.wit.journal_bytes()?;
+        self.issuer
+            .store
+            .save_journal(WIT_JOURNAL, &journal)
             .await?;
         let stored = StoredBundle {
             trust_domain: self.issuer.trust_domain.name().to_owned(),
@@ -131,19 +139,26 @@ impl CaSync {
         Ok(())
     }
 
-    /// One automatic rotation step of the JWT keys: persists and audits any change.
-    async fn rotate_jwt_once(&self, now: SystemTime) -> Result<(), SyncError> {
-        let (what, details) = match self.issuer.jwt.rotate_if_due(now)? {
+    /// One automatic rotation step of `keys` (the JWT or the WIT keys; `noun` names them in logs,
+    /// `audit_kind` is the audit event kind): persists and audits any change.
+    async fn rotate_keys_once(
+        &self,
+        keys: &JwtKeyManager,
+        noun: &str,
+        audit_kind: &str,
+        now: SystemTime,
+    ) -> Result<(), SyncError> {
+        let (what, details) = match keys.rotate_if_due(now)? {
             JwtRotationOutcome::Unchanged => return Ok(()),
             JwtRotationOutcome::Prepared(k) => ("prepared", serde_json::json!({"kid": k.kid})),
             JwtRotationOutcome::Activated(k) => ("activated", serde_json::json!({"kid": k.kid})),
             JwtRotationOutcome::Pruned(kids) => ("pruned", serde_json::json!({"kids": kids})),
         };
         self.persist().await?;
-        tracing::info!(change = what, details = %details, "JWT key rotation");
+        tracing::info!(change = what, details = %details, "{noun} rotation");
         crate::audit::record(
             self.issuer.store.as_ref(),
-            "jwt.rotate",
+            audit_kind,
             "issuer",
             what,
             "ok",
@@ -153,10 +168,14 @@ impl CaSync {
         Ok(())
     }
 
-    /// One automatic rotation step: asks the CA and the JWT key manager, persists and audits any
-    /// change. Returns the CA's outcome.
+    /// One automatic rotation step: asks the JWT and WIT key managers and the CA, persists and
+    /// audits any change (audit kinds `jwt.rotate`, `wit.rotate`, `ca.rotate`). Returns the CA's
+    /// outcome.
     pub async fn rotate_once(&self, now: SystemTime) -> Result<RotationOutcome, SyncError> {
-        self.rotate_jwt_once(now).await?;
+        self.rotate_keys_once(&self.issuer.jwt, "JWT key", "jwt.rotate", now)
+            .await?;
+        self.rotate_keys_once(&self.issuer.wit, "WIT key", "wit.rotate", now)
+            .await?;
         let outcome = self.issuer.ca.rotate_if_due(now)?;
         let (what, details) = match &outcome {
             RotationOutcome::Unchanged => return Ok(outcome),

@@ -28,6 +28,8 @@ pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
 /// Default `[defaults] jwt_svid_ttl`.
 pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
+/// Default `[defaults] wit_svid_ttl`.
+pub const DEFAULT_WIT_SVID_TTL: Duration = Duration::from_secs(3600);
 /// Default `[defaults] agent_ttl`.
 pub const DEFAULT_AGENT_TTL: Duration = Duration::from_secs(3600);
 /// Shortest accepted CA lifetime.
@@ -40,6 +42,8 @@ pub const DEFAULT_BUNDLE_ENDPOINT_BIND_ADDRESS: &str = "127.0.0.1:8443";
 pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(24 * 3600);
 /// Longest accepted JWT-SVID TTL (default and per entry).
 pub const MAX_JWT_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted WIT-SVID TTL (`[defaults] wit_svid_ttl`; the WIT keys' maximum token TTL).
+pub const MAX_WIT_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A configuration error; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -116,16 +120,21 @@ pub struct Config {
     pub federation: Vec<FederationSettings>,
     /// JWT-SVID signing keys (`[jwt]`).
     pub jwt: JwtSettings,
+    /// WIT-SVID signing keys (`[wit]`), apart from the JWT-SVID keys.
+    pub wit: WitSettings,
 }
 
-/// The `[jwt]` table, validated.
+/// The `[jwt]` table (or the `[wit]` table, [`WitSettings`]), validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtSettings {
-    /// Key type of new JWT signing keys (ES256, ES384 or RS256 tokens).
+    /// Key type of new signing keys (ES256, ES384 or RS256 tokens).
     pub key_type: KeyType,
     /// Lifetime of each key (the next is prepared at 1/2, activated at 5/6).
     pub key_ttl: Duration,
 }
+
+/// The `[wit]` table, validated: the WIT-SVID signing keys, with the keys and rules of `[jwt]`.
+pub type WitSettings = JwtSettings;
 
 /// How the bundle endpoint authenticates itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,11 +218,14 @@ struct RawConfig {
     jwt_issuer: Option<String>,
     #[serde(default)]
     jwt: RawJwt,
+    #[serde(default)]
+    wit: RawJwt,
     bundle_endpoint: Option<RawBundleEndpoint>,
     #[serde(default)]
     federation: Vec<RawFederation>,
 }
 
+/// `[jwt]` and `[wit]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJwt {
@@ -262,6 +274,7 @@ struct RawCa {
 struct RawDefaults {
     x509_svid_ttl: Option<String>,
     jwt_svid_ttl: Option<String>,
+    wit_svid_ttl: Option<String>,
     agent_ttl: Option<String>,
 }
 
@@ -484,6 +497,13 @@ impl Config {
             one_sec,
             MAX_JWT_SVID_TTL,
         )?;
+        let wit_svid_ttl = duration_key(
+            "defaults.wit_svid_ttl",
+            raw.defaults.wit_svid_ttl.as_deref(),
+            DEFAULT_WIT_SVID_TTL,
+            one_sec,
+            MAX_WIT_SVID_TTL,
+        )?;
         let agent_ttl = duration_key(
             "defaults.agent_ttl",
             raw.defaults.agent_ttl.as_deref(),
@@ -527,24 +547,8 @@ impl Config {
             Some(v) => Some(validate_jwt_issuer(&v).map_err(|m| invalid("jwt_issuer", m))?),
         };
 
-        let jwt = JwtSettings {
-            key_type: match raw.jwt.key_type.as_deref() {
-                None => KeyType::default(),
-                Some(s) => s.parse::<KeyType>().map_err(|_| {
-                    invalid(
-                        "jwt.key_type",
-                        format!("expected one of ec-p256, ec-p384, rsa-2048, got {s:?}"),
-                    )
-                })?,
-            },
-            key_ttl: duration_key(
-                "jwt.key_ttl",
-                raw.jwt.key_ttl.as_deref(),
-                signet_ca::jwt::DEFAULT_JWT_KEY_TTL,
-                signet_ca::jwt::MIN_JWT_KEY_TTL,
-                MAX_CA_TTL,
-            )?,
-        };
+        let jwt = token_key_settings(raw.jwt, ["jwt.key_type", "jwt.key_ttl"])?;
+        let wit = token_key_settings(raw.wit, ["wit.key_type", "wit.key_ttl"])?;
 
         let bundle_endpoint = match raw.bundle_endpoint {
             None => None,
@@ -588,6 +592,7 @@ impl Config {
             defaults: crate::state::Defaults {
                 x509_svid_ttl,
                 jwt_svid_ttl,
+                wit_svid_ttl,
                 agent_ttl,
             },
             health_bind_address,
@@ -596,6 +601,7 @@ impl Config {
             bundle_endpoint,
             federation,
             jwt,
+            wit,
         })
     }
 
@@ -604,10 +610,38 @@ impl Config {
         self.data_dir.join("jwt")
     }
 
+    /// Directory of the WIT-SVID signing keys: `<data_dir>/wit`.
+    pub fn wit_key_dir(&self) -> PathBuf {
+        self.data_dir.join("wit")
+    }
+
     /// Directory of the CA keys: `<data_dir>/ca`.
     pub fn ca_key_dir(&self) -> PathBuf {
         self.data_dir.join("ca")
     }
+}
+
+/// The `[jwt]` or `[wit]` table; `keys` are the dotted names of its `key_type` and `key_ttl`.
+fn token_key_settings(raw: RawJwt, keys: [&'static str; 2]) -> Result<JwtSettings, ConfigError> {
+    let [key_type_key, key_ttl_key] = keys;
+    Ok(JwtSettings {
+        key_type: match raw.key_type.as_deref() {
+            None => KeyType::default(),
+            Some(s) => s.parse::<KeyType>().map_err(|_| {
+                invalid(
+                    key_type_key,
+                    format!("expected one of ec-p256, ec-p384, rsa-2048, got {s:?}"),
+                )
+            })?,
+        },
+        key_ttl: duration_key(
+            key_ttl_key,
+            raw.key_ttl.as_deref(),
+            signet_ca::jwt::DEFAULT_JWT_KEY_TTL,
+            signet_ca::jwt::MIN_JWT_KEY_TTL,
+            MAX_CA_TTL,
+        )?,
+    })
 }
 
 /// Checks `jwt_issuer`: an `https://` URL without query or fragment (OIDC issuer rules). A
@@ -924,6 +958,7 @@ mod tests {
         assert!(c.ca.upstream.is_none());
         assert_eq!(c.defaults.x509_svid_ttl, Duration::from_secs(3600));
         assert_eq!(c.defaults.jwt_svid_ttl, Duration::from_secs(300));
+        assert_eq!(c.defaults.wit_svid_ttl, Duration::from_secs(3600));
         assert_eq!(c.defaults.agent_ttl, Duration::from_secs(3600));
         assert!(c.x509pop.is_none());
         assert!(c.jwt_issuer.is_none());
@@ -934,6 +969,12 @@ mod tests {
         assert_eq!(
             c.jwt_key_dir(),
             PathBuf::from("/tmp/signet-issuer/data/jwt")
+        );
+        assert_eq!(c.wit.key_type, KeyType::EcP256);
+        assert_eq!(c.wit.key_ttl, signet_ca::jwt::DEFAULT_JWT_KEY_TTL);
+        assert_eq!(
+            c.wit_key_dir(),
+            PathBuf::from("/tmp/signet-issuer/data/wit")
         );
         assert_eq!(c.ca_key_dir(), PathBuf::from("/tmp/signet-issuer/data/ca"));
     }
@@ -1012,6 +1053,7 @@ ca_bundle_path = "/etc/signet/agents-ca.pem"
             "node_attestors.x509pop",
             "bundle_endpoint",
             "jwt",
+            "wit",
         ] {
             let e = err(&format!("{MIN}[{table}]\nbogus_key = 1\n"));
             assert!(e.contains("unknown field `bogus_key`"), "{table}: {e}");
@@ -1318,6 +1360,54 @@ ca_bundle_path = "/etc/signet/web-roots.pem"
         let e = err(&format!("{MIN}[jwt]\nkey_ttl = \"1s\"\n"));
         assert!(
             e.starts_with("invalid config: jwt.key_ttl: \"1s\" is out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wit_keys_are_configured_apart_from_jwt_keys() {
+        let c = Config::from_toml(&format!(
+            "{MIN}[jwt]\nkey_type = \"ec-p384\"\n[wit]\nkey_type = \"rsa-2048\"\nkey_ttl = \"12h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.jwt.key_type, KeyType::EcP384);
+        assert_eq!(c.jwt.key_ttl, signet_ca::jwt::DEFAULT_JWT_KEY_TTL);
+        assert_eq!(c.wit.key_type, KeyType::Rsa2048);
+        assert_eq!(c.wit.key_ttl, Duration::from_secs(12 * 3600));
+        let e = err(&format!("{MIN}[wit]\nkey_type = \"ec-p521\"\n"));
+        assert_eq!(
+            e,
+            "invalid config: wit.key_type: expected one of ec-p256, ec-p384, rsa-2048, got \"ec-p521\""
+        );
+        let e = err(&format!("{MIN}[wit]\nkey_ttl = \"5s\"\n"));
+        assert!(
+            e.starts_with("invalid config: wit.key_ttl: \"5s\" is out of range"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[wit]\nkey_ttl = \"soon\"\n"));
+        assert!(e.starts_with("invalid config: wit.key_ttl:"), "{e}");
+        let e = err(&format!("{MIN}[wit]\nkey_type = 256\n"));
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn wit_svid_ttl_default_and_bounds() {
+        let c = Config::from_toml(&format!("{MIN}[defaults]\nwit_svid_ttl = \"10m\"\n")).unwrap();
+        assert_eq!(c.defaults.wit_svid_ttl, Duration::from_secs(600));
+        let c = Config::from_toml(&format!("{MIN}[defaults]\nwit_svid_ttl = \"24h\"\n")).unwrap();
+        assert_eq!(c.defaults.wit_svid_ttl, MAX_WIT_SVID_TTL);
+        for bad in ["24h1s", "2d", "0s"] {
+            let e = err(&format!("{MIN}[defaults]\nwit_svid_ttl = \"{bad}\"\n"));
+            assert!(
+                e.starts_with(&format!(
+                    "invalid config: defaults.wit_svid_ttl: \"{bad}\" is out of range"
+                )),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&format!("{MIN}[defaults]\nwit_svid_ttl = \"1.5s\"\n"));
+        assert!(
+            e.starts_with("invalid config: defaults.wit_svid_ttl:"),
             "{e}"
         );
     }

@@ -2,7 +2,7 @@
 //!
 //! Metric names (all prefixed `signet_`):
 //! - `signet_signatures_total{kind}` and `signet_signature_duration_seconds{kind}`: signatures made
-//!   (`x509_svid`, `agent_svid`, `ca`, `jwt_svid`) and how long each took;
+//!   (`x509_svid`, `agent_svid`, `ca`, `jwt_svid`, `wit_svid`) and how long each took;
 //! - `signet_entries`, `signet_agents`: registration entries and attested agents in the store;
 //! - `signet_store_call_duration_seconds{op}`: latency of each datastore call;
 //! - `signet_attestations_total{attestor,outcome}`: node attestations by result;
@@ -71,7 +71,7 @@ impl Metrics {
         let signatures = Family::<KindLabels, Counter>::default();
         registry.register(
             "signatures",
-            "Signatures made, by kind (x509_svid, agent_svid, ca, jwt_svid)",
+            "Signatures made, by kind (x509_svid, agent_svid, ca, jwt_svid, wit_svid)",
             signatures.clone(),
         );
         let signature_seconds: HistogramFamily<KindLabels> =
@@ -119,7 +119,8 @@ impl Metrics {
             rpcs,
         }
     }
-    /// One signature made: `kind` is `x509_svid`, `agent_svid`, `ca`, `jwt_svid`; latency in seconds.
+    /// One signature made: `kind` is `x509_svid`, `agent_svid`, `ca`, `jwt_svid`, `wit_svid`;
+    /// latency in seconds.
     pub fn record_signature(&self, kind: &str, seconds: f64) {
         let labels = KindLabels {
             kind: kind.to_owned(),

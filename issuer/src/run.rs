@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use signet_attestors::x509pop;
-use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager};
+use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager, TokenKind};
 use signet_ca::{CaConfig, CertificateAuthority};
 use signet_issuer::admin::{self, AdminOptions, AdminService};
 use signet_issuer::bundle_endpoint::BundleEndpoint;
-use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, JWT_JOURNAL, unix_secs};
+use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, JWT_JOURNAL, WIT_JOURNAL, unix_secs};
 use signet_issuer::config::{Config, FederationSettings, redact_url};
 use signet_issuer::federation::{self, ConfiguredRelationship, Federation, Profile, Relationship};
 use signet_issuer::health::{self, Health};
@@ -143,12 +143,31 @@ pub async fn run(config: Config) -> Result<()> {
         SystemTime::now(),
     )
     .map_err(|e| anyhow!("cannot open the JWT signing keys: {e}"))?;
+    let wit_journal = store
+        .load_journal(WIT_JOURNAL)
+        .await
+        .map_err(|e| anyhow!("cannot load the WIT key journal from {url}: {e}"))?;
+    // Key separation: the WIT-SVID keys have their own directory, journal and key type.
+    let wit = JwtKeyManager::open_for(
+        TokenKind::WitSvid,
+        JwtKeyConfig {
+            trust_domain: config.trust_domain.clone(),
+            key_type: config.wit.key_type,
+            key_ttl: config.wit.key_ttl,
+            max_token_ttl: signet_issuer::config::MAX_WIT_SVID_TTL,
+            key_dir: config.wit_key_dir(),
+        },
+        wit_journal.as_deref(),
+        SystemTime::now(),
+    )
+    .map_err(|e| anyhow!("cannot open the WIT signing keys: {e}"))?;
     let issuer = Arc::new(Issuer {
         trust_domain: config.trust_domain.clone(),
         store: store.clone(),
         ca: Arc::new(ca),
         // One key manager: the node API mints with the keys CaSync rotates and publishes.
         jwt: Arc::new(jwt),
+        wit: Arc::new(wit),
         jwt_issuer: config.jwt_issuer.clone(),
         defaults: config.defaults.clone(),
         metrics: metrics.clone(),

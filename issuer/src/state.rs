@@ -19,6 +19,8 @@ pub struct Defaults {
     pub x509_svid_ttl: Duration,
     /// Default JWT-SVID TTL for entries with `jwt_svid_ttl = 0`.
     pub jwt_svid_ttl: Duration,
+    /// TTL of WIT-SVIDs (entries have no WIT-SVID TTL of their own).
+    pub wit_svid_ttl: Duration,
     /// TTL of agent SVIDs.
     pub agent_ttl: Duration,
 }
@@ -34,6 +36,9 @@ pub struct Issuer {
     /// The JWT-SVID signing keys, which the CA synchronizer ([`crate::ca_sync::CaSync`]) rotates
     /// and persists with the CA.
     pub jwt: Arc<JwtKeyManager>,
+    /// The WIT-SVID signing keys ([`signet_ca::jwt::TokenKind::WitSvid`]), apart from the JWT
+    /// keys; rotated and persisted by the CA synchronizer like them.
+    pub wit: Arc<JwtKeyManager>,
     /// `jwt_issuer`: the `iss` claim of minted JWT-SVIDs (none when unset).
     pub jwt_issuer: Option<String>,
     /// TTL defaults.
@@ -49,15 +54,18 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// The own bundle's `spiffe_sequence`: the CA's bundle sequence plus the JWT keys' sequence
-    /// (both only grow, so the sum grows whenever either set of authorities changes).
+    /// The own bundle's `spiffe_sequence`: the CA's bundle sequence plus the JWT keys' and the WIT
+    /// keys' sequences (each only grows, so the sum grows whenever any set of authorities
+    /// changes).
     pub fn own_bundle_sequence(&self) -> u64 {
         self.ca
             .bundle_sequence()
             .saturating_add(self.jwt.sequence())
+            .saturating_add(self.wit.sequence())
     }
 
-    /// The own trust bundle as it is now in memory: the CA's trust anchors, the JWT authorities and
+    /// The own trust bundle as it is now in memory: the CA's trust anchors, the JWT and WIT
+    /// authorities and
     /// [`Self::own_bundle_sequence`], without a refresh hint. The one place that assembles it: the
     /// node API sends it to agents as is, [`crate::ca_sync::CaSync::own_bundle`] adds the refresh
     /// hint for the store, the bundle endpoint and `bundle show`.
@@ -69,6 +77,7 @@ impl Issuer {
             trust_domain: self.trust_domain.clone(),
             x509_authorities: self.ca.trust_anchors(),
             jwt_authorities: self.jwt.authorities(),
+            wit_authorities: self.wit.authorities(),
             sequence,
             refresh_hint: None,
         }

@@ -19,7 +19,7 @@ use signet_agent::node_client::{
 };
 use signet_attestors::join_token;
 use signet_attestors::x509pop::{self, X509PopAgent};
-use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager};
+use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager, TokenKind};
 use signet_ca::{CaConfig, CertificateAuthority, KeyType};
 use signet_issuer::metrics::Metrics;
 use signet_issuer::node::notify::RevisionNotifier;
@@ -36,6 +36,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const TD: &str = "example.org";
+/// `[defaults] wit_svid_ttl` of the test issuers.
+const WIT_TTL: Duration = Duration::from_secs(1800);
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -104,16 +106,31 @@ impl Env {
             SystemTime::now(),
         )
         .unwrap();
+        let wit = JwtKeyManager::open_for(
+            TokenKind::WitSvid,
+            JwtKeyConfig {
+                trust_domain: td.clone(),
+                key_type: KeyType::EcP256,
+                key_ttl: signet_ca::jwt::DEFAULT_JWT_KEY_TTL,
+                max_token_ttl: signet_issuer::config::MAX_WIT_SVID_TTL,
+                key_dir: dir.path().join("wit"),
+            },
+            None,
+            SystemTime::now(),
+        )
+        .unwrap();
         let issuer = Arc::new(Issuer {
             issuer_id: issuer_id(&td).unwrap(),
             trust_domain: td,
             store,
             ca: Arc::new(ca),
             jwt: Arc::new(jwt),
+            wit: Arc::new(wit),
             jwt_issuer: opts.jwt_issuer,
             defaults: Defaults {
                 x509_svid_ttl: Duration::from_secs(3600),
                 jwt_svid_ttl: Duration::from_secs(300),
+                wit_svid_ttl: WIT_TTL,
                 agent_ttl: opts.agent_ttl,
             },
             metrics: Arc::new(Metrics::new()),
@@ -1617,7 +1634,7 @@ async fn federated_bundle_changes_made_elsewhere_are_seen_through_the_poll() {
 }
 
 #[tokio::test]
-async fn own_bundle_carries_jwt_authorities_and_jwt_rotation_wakes_watchers() {
+async fn own_bundle_carries_jwt_and_wit_authorities_and_their_rotation_wakes_watchers() {
     let env = Env::start_with(EnvOptions {
         notifier: RevisionNotifier::with_poll_interval(Duration::from_secs(3600)),
         ..EnvOptions::default()
@@ -1663,6 +1680,24 @@ async fn own_bundle_carries_jwt_authorities_and_jwt_rotation_wakes_watchers() {
     assert_eq!(kids(&client.bundle()), own_kids());
     assert_eq!(kids(&client.bundle()).len(), 2);
     assert_eq!(client.bundle().sequence, ev.bundle_sequence);
+
+    // A WIT key rotation step alone (the CA and JWT keys do not move) grows the sequence too.
+    assert_eq!(a.bundle.wit_authorities.len(), 1);
+    let jwt_sequence = env.issuer.jwt.sequence();
+    env.issuer.wit.prepare(SystemTime::now()).unwrap();
+    env.issuer.notifier.notify();
+    let wit_ev = next_watch_event(&mut watch).await;
+    assert_eq!(env.issuer.jwt.sequence(), jwt_sequence);
+    assert!(wit_ev.bundle_sequence > ev.bundle_sequence);
+    assert!(client.needs_sync(&wit_ev, wit_ev.revision));
+    client.sync_entries(0, 0).await.unwrap();
+    assert_eq!(
+        kids_of(&client.bundle().wit_authorities),
+        kids_of(&env.issuer.wit.authorities())
+    );
+    assert_eq!(client.bundle().wit_authorities.len(), 2);
+    assert_eq!(kids(&client.bundle()).len(), 2);
+    assert_eq!(client.bundle().sequence, wit_ev.bundle_sequence);
     env.stop().await;
 }
 
@@ -1751,8 +1786,17 @@ async fn jwt_svid_for_an_authorized_entry_validates_against_the_received_bundle(
     env.stop().await;
 }
 
-#[tokio::test]
-async fn jwt_svid_refused_for_unauthorized_entries_and_bad_audiences() {
+/// An agent attested with a node alias, with an entry of its own (`mine`), and the entry ids a
+/// token mint must refuse with `PERMISSION_DENIED`.
+struct RefusalSetup {
+    env: Env,
+    client: NodeClient,
+    mine: RegistrationEntry,
+    /// (entry id, what it is): another agent's entry, an unknown entry, the node alias.
+    unauthorized: Vec<(String, &'static str)>,
+}
+
+async fn refusal_setup() -> RefusalSetup {
     let alias = format!("spiffe://{TD}/cluster/prod");
     let env = Env::start(NodeApiOptions::default()).await;
     let client = env.client();
@@ -1771,13 +1815,30 @@ async fn jwt_svid_refused_for_unauthorized_entries_and_bad_audiences() {
         .await;
     let sync = client.sync_entries(0, 0).await.unwrap();
     let alias_entry = sync.entries.iter().find(|e| e.node_alias).unwrap();
+    let unauthorized = vec![
+        (theirs.id, "another agent's entry"),
+        ("no-such-entry".to_owned(), "an unknown entry"),
+        (alias_entry.id.clone(), "a node alias"),
+    ];
+    RefusalSetup {
+        env,
+        client,
+        mine,
+        unauthorized,
+    }
+}
+
+#[tokio::test]
+async fn jwt_svid_refused_for_unauthorized_entries_and_bad_audiences() {
+    let RefusalSetup {
+        env,
+        client,
+        mine,
+        unauthorized,
+    } = refusal_setup().await;
     let aud = vec!["svc".to_string()];
 
-    for (id, what) in [
-        (theirs.id.as_str(), "another agent's entry"),
-        ("no-such-entry", "an unknown entry"),
-        (alias_entry.id.as_str(), "a node alias"),
-    ] {
+    for (id, what) in &unauthorized {
         let (code, msg) = rpc(client.new_jwt_svid(id, &aud).await.unwrap_err());
         assert_eq!(code, tonic::Code::PermissionDenied, "{what}: {msg}");
     }
@@ -1793,20 +1854,314 @@ async fn jwt_svid_refused_for_unauthorized_entries_and_bad_audiences() {
         let (code, msg) = rpc(client.new_jwt_svid(&mine.id, &audience).await.unwrap_err());
         assert_eq!(code, tonic::Code::InvalidArgument, "{what}: {msg}");
     }
-    let (code, _) = rpc(client.new_jwt_svid("", &aud).await.unwrap_err());
-    assert_eq!(code, tonic::Code::InvalidArgument);
     // The authorized entry works.
     client.new_jwt_svid(&mine.id, &aud).await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn token_mints_need_an_entry_id_and_mutual_tls() {
+    let RefusalSetup {
+        env, client, mine, ..
+    } = refusal_setup().await;
+    let aud = vec!["svc".to_string()];
+    let key = holder_spki(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (code, _) = rpc(client.new_jwt_svid("", &aud).await.unwrap_err());
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    let (code, _) = rpc(client.new_wit_svid("", &key).await.unwrap_err());
+    assert_eq!(code, tonic::Code::InvalidArgument);
 
     // Without mutual TLS: refused before anything else.
     let mut raw = client.raw_client(false).await.unwrap();
-    let err = raw
+    let jwt = raw
         .new_jwtsvid(pb::NewJwtsvidRequest {
             entry_id: mine.id.clone(),
-            audience: aud.clone(),
+            audience: aud,
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let wit = raw
+        .new_witsvid(pb::NewWitsvidRequest {
+            entry_id: mine.id.clone(),
+            public_key: key,
+        })
+        .await
+        .unwrap_err();
+    for err in [jwt, wit] {
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    }
+    env.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// WIT-SVIDs
+
+use rcgen::PublicKeyData;
+
+fn holder_spki(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+    KeyPair::generate_for(alg)
+        .unwrap()
+        .subject_public_key_info()
+}
+
+fn kids_of(authorities: &[signet_spiffe::JwtAuthority]) -> Vec<String> {
+    authorities.iter().map(|a| a.key_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn wit_svid_for_an_authorized_entry_validates_against_the_bundle_from_get_bundle() {
+    let env = Env::start(NodeApiOptions::default()).await;
+    let (client, identity) = env.agent().await;
+    let me = identity.spiffe_id.to_string();
+    let entry = env
+        .entry(&format!("spiffe://{TD}/agents/planner"), &me)
+        .await;
+
+    let holder = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let svid = client
+        .new_wit_svid(&entry.id, &holder.subject_public_key_info())
+        .await
+        .unwrap();
+    assert_eq!(svid.spiffe_id.to_string(), entry.fields.spiffe_id);
+    assert!(!format!("{svid:?}").contains(&svid.token));
+    assert_eq!(
+        svid.expires_at.duration_since(svid.issued_at).unwrap(),
+        WIT_TTL
+    );
+
+    // The bundle from GetBundle carries the WIT authorities, apart from the JWT ones.
+    let bundle = client.get_bundle().await.unwrap();
+    assert_eq!(
+        kids_of(&bundle.wit_authorities),
+        kids_of(&env.issuer.wit.authorities())
+    );
+    assert_eq!(bundle.wit_authorities.len(), 1);
+    assert_eq!(
+        kids_of(&bundle.jwt_authorities),
+        kids_of(&env.issuer.jwt.authorities())
+    );
+    assert_ne!(
+        bundle.wit_authorities[0].key_id,
+        bundle.jwt_authorities[0].key_id
+    );
+    assert_eq!(bundle.sequence, env.issuer.own_bundle_sequence());
+
+    let validated = signet_spiffe::wit::validate_wit_svid(
+        &svid.token,
+        |td: &TrustDomain| (td == &bundle.trust_domain).then(|| bundle.clone()),
+        SystemTime::now(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    assert_eq!(validated.spiffe_id, svid.spiffe_id);
+    assert_eq!(validated.expiry, svid.expires_at);
+    assert_eq!(validated.key_id, bundle.wit_authorities[0].key_id);
+    let raw = holder.public_key_raw();
+    assert_eq!(
+        validated.confirmation.jwk["x"],
+        base64_url(&raw[1..33]).as_str()
+    );
+    assert_eq!(validated.confirmation.algorithm.as_str(), "ES256");
+    assert!(validated.claims.get("aud").is_none());
+    assert!(validated.claims.get("iss").is_none());
+    // It is no JWT-SVID.
+    assert!(
+        signet_spiffe::jwt::validate_jwt_svid(
+            &svid.token,
+            "anything",
+            |_: &TrustDomain| Some(bundle.clone()),
+            SystemTime::now(),
+            Duration::ZERO,
+        )
+        .is_err()
+    );
+
+    // P-384 and RSA holder keys.
+    for (alg, jws) in [
+        (&rcgen::PKCS_ECDSA_P384_SHA384, "ES384"),
+        (&rcgen::PKCS_RSA_SHA256, "RS256"),
+    ] {
+        let s = client
+            .new_wit_svid(&entry.id, &holder_spki(alg))
+            .await
+            .unwrap();
+        let v = signet_spiffe::wit::validate_wit_svid(
+            &s.token,
+            |_: &TrustDomain| Some(bundle.clone()),
+            SystemTime::now(),
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(v.confirmation.algorithm.as_str(), jws);
+    }
+
+    let metrics = env.issuer.metrics.encode().unwrap();
+    assert!(metrics.contains("kind=\"wit_svid\""), "{metrics}");
+    assert!(metrics.contains("NewWITSVID"), "{metrics}");
+    env.stop().await;
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn wit_svid_refused_for_unauthorized_entries_node_aliases_and_bad_keys() {
+    let RefusalSetup {
+        env,
+        client,
+        mine,
+        unauthorized,
+    } = refusal_setup().await;
+    let key = holder_spki(&rcgen::PKCS_ECDSA_P256_SHA256);
+
+    // Authorized exactly like NewJWTSVID.
+    for (id, what) in &unauthorized {
+        let (code, msg) = rpc(client.new_wit_svid(id, &key).await.unwrap_err());
+        assert_eq!(code, tonic::Code::PermissionDenied, "{what}: {msg}");
+        if *what == "a node alias" {
+            assert!(msg.contains("is a node alias"), "{msg}");
+        }
+    }
+
+    let mut off_curve = key.clone();
+    let n = off_curve.len();
+    off_curve[n - 1] ^= 1;
+    for (bad, what, why) in [
+        (Vec::new(), "an empty key", "public_key is required"),
+        (
+            b"garbage".to_vec(),
+            "garbage",
+            "not a DER SubjectPublicKeyInfo",
+        ),
+        (
+            holder_spki(&rcgen::PKCS_ED25519),
+            "an Ed25519 key",
+            "unsupported public key: Ed25519",
+        ),
+        (
+            holder_spki(&rcgen::PKCS_ECDSA_P521_SHA512),
+            "a P-521 key",
+            "unsupported public key: EC P-521",
+        ),
+        (off_curve, "a point off the curve", "not a point on P-256"),
+        (vec![0x30; 4097], "a 4097-byte key", "at most 4096"),
+    ] {
+        let (code, msg) = rpc(client.new_wit_svid(&mine.id, &bad).await.unwrap_err());
+        assert_eq!(code, tonic::Code::InvalidArgument, "{what}: {msg}");
+        assert!(msg.contains(why), "{what}: {msg}");
+    }
+    // The authorized entry works.
+    client.new_wit_svid(&mine.id, &key).await.unwrap();
+    env.stop().await;
+}
+
+async fn stored_wit_journal(env: &Env) -> Vec<u8> {
+    env.issuer
+        .store
+        .load_journal(signet_issuer::ca_sync::WIT_JOURNAL)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ca_sync_persists_wit_keys_and_audits_their_rotation() {
+    let env = Env::start(NodeApiOptions::default()).await;
+    let ca_sync =
+        signet_issuer::ca_sync::CaSync::new(env.issuer.clone(), Duration::from_secs(24 * 3600));
+    ca_sync.persist().await.unwrap();
+    let journal = stored_wit_journal(&env).await;
+    assert_eq!(journal, env.issuer.wit.journal_bytes().unwrap());
+    let doc: serde_json::Value = serde_json::from_slice(&journal).unwrap();
+    assert_eq!(doc["kind"], "wit-svid");
+    // The stored own bundle carries the WIT authorities.
+    let stored = env.issuer.store.get_bundle(TD).await.unwrap().unwrap();
+    let bundle = Bundle::from_json(&env.td(), stored.document.as_bytes()).unwrap();
+    assert_eq!(
+        kids_of(&bundle.wit_authorities),
+        kids_of(&env.issuer.wit.authorities())
+    );
+
+    // Half of the key lifetime later the next WIT key is prepared, persisted and audited.
+    let later =
+        SystemTime::now() + signet_ca::jwt::DEFAULT_JWT_KEY_TTL / 2 + Duration::from_secs(60);
+    ca_sync.rotate_once(later).await.unwrap();
+    assert_eq!(env.issuer.wit.authorities().len(), 2);
+    let events = audit_events(&env, "wit.rotate").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let journal = stored_wit_journal(&env).await;
+    assert_eq!(journal, env.issuer.wit.journal_bytes().unwrap());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn bundle_endpoint_serves_wit_authorities_but_oidc_jwks_stays_jwt_only() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let env = Env::start(NodeApiOptions::default()).await;
+    let ca_sync = Arc::new(signet_issuer::ca_sync::CaSync::new(
+        env.issuer.clone(),
+        Duration::from_secs(24 * 3600),
+    ));
+    let settings = signet_issuer::config::BundleEndpointSettings {
+        bind_address: "127.0.0.1:0".parse().unwrap(),
+        tls: signet_issuer::config::EndpointTlsSettings::HttpsSpiffe,
+        refresh_hint: None,
+    };
+    let endpoint = signet_issuer::bundle_endpoint::BundleEndpoint::new(
+        env.issuer.clone(),
+        ca_sync,
+        &settings,
+        Some("https://oidc.example.org".into()),
+    )
+    .unwrap();
+    let get = |path: &'static str| {
+        let router = endpoint.router();
+        async move {
+            let resp = router
+                .oneshot(
+                    axum::http::Request::get(path)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let jwt_kids = kids_of(&env.issuer.jwt.authorities());
+    let wit_kids = kids_of(&env.issuer.wit.authorities());
+
+    // The bundle: X.509, JWT and WIT authorities.
+    let doc = get("/").await;
+    let bundle = Bundle::from_json(&env.td(), doc.to_string().as_bytes()).unwrap();
+    assert_eq!(kids_of(&bundle.wit_authorities), wit_kids);
+    assert_eq!(kids_of(&bundle.jwt_authorities), jwt_kids);
+
+    // OIDC: the JWKS and the discovery document know the JWT keys alone.
+    let jwks = get(signet_issuer::bundle_endpoint::JWKS_PATH).await;
+    let served: Vec<String> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(served, jwt_kids);
+    assert!(!served.iter().any(|k| wit_kids.contains(k)));
+    assert!(!jwks.to_string().contains("wit-svid"), "{jwks}");
+    // A prepared (published) WIT key does not reach it either.
+    env.issuer.wit.prepare(SystemTime::now()).unwrap();
+    let jwks = get(signet_issuer::bundle_endpoint::JWKS_PATH).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), jwt_kids.len());
+    let discovery = get(signet_issuer::bundle_endpoint::OIDC_DISCOVERY_PATH).await;
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
     env.stop().await;
 }

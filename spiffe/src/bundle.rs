@@ -6,7 +6,9 @@
 //! - an X.509 authority is a JWK with `use: "x509-svid"`, no `kid`, the key parameters of the
 //!   certificate's public key (`kty` `EC` with `crv`/`x`/`y`, `RSA` with `n`/`e`, or `OKP` Ed25519
 //!   with `crv`/`x`) and `x5c` holding exactly that one certificate (standard base64 DER);
-//! - a JWT authority is a public JWK with `use: "jwt-svid"` and a non-empty `kid`.
+//! - a JWT authority is a public JWK with `use: "jwt-svid"` and a non-empty `kid`;
+//! - a WIT authority (the signing key of WIT-SVIDs, the incubating SPIFFE profile) is a public JWK
+//!   with `use: "wit-svid"` and a non-empty `kid`, exactly like a JWT authority.
 //!
 //! Decoding is strict where a lenient reading could widen trust, and lenient where the standard says
 //! to ignore:
@@ -15,13 +17,15 @@
 //! - an `x509-svid` element must carry exactly one `x5c` certificate whose public key equals the
 //!   element's key parameters. (X509-SVID 6.2 would skip an element without `x5c` and ignore extra
 //!   certificates; like go-spiffe and SPIRE we reject both, so that a malformed bundle is noticed.)
-//! - a `jwt-svid` element must have a non-empty, unique `kid` and well-formed public key parameters;
+//! - a `jwt-svid` or `wit-svid` element must have a non-empty `kid` and well-formed public key
+//!   parameters; key IDs are unique across all of them, JWT and WIT keys alike (WIT-SVID standard,
+//!   section 6.1), so a verifier never picks a key of the wrong kind by `kid`;
 //! - any private key parameter (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`) is an error;
 //! - an empty `keys` array is valid: it means every key of the trust domain has been revoked.
 //!
 //! Errors name the index of the offending element in `keys` and the offending parameter.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -32,6 +36,7 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::id::TrustDomain;
 
@@ -39,17 +44,22 @@ use crate::id::TrustDomain;
 pub const USE_X509_SVID: &str = "x509-svid";
 /// The `use` value of a JWT authority.
 pub const USE_JWT_SVID: &str = "jwt-svid";
+/// The `use` value of a WIT authority.
+pub const USE_WIT_SVID: &str = "wit-svid";
 
-/// JWK parameters that carry private key material; a bundle must never contain them.
-const PRIVATE_PARAMETERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+/// JWK parameters that carry private key material; a bundle must never contain them (nor may a
+/// WIT-SVID's `cnf.jwk`).
+pub(crate) const PRIVATE_PARAMETERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// A JWT-SVID signing authority: a public JWK and its key ID.
+/// A token signing authority (of JWT-SVIDs in [`Bundle::jwt_authorities`], of WIT-SVIDs in
+/// [`Bundle::wit_authorities`]): a public JWK and its key ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtAuthority {
     /// The key ID (`kid`), never empty.
     pub key_id: String,
     /// The public JWK as a JSON object. It carries `kid` (equal to [`JwtAuthority::key_id`]) and,
-    /// when decoded from a bundle, `use: "jwt-svid"`; [`Bundle::to_json`] adds either when absent.
+    /// when decoded from a bundle, its `use` (`jwt-svid` or `wit-svid`); [`Bundle::to_json`] adds
+    /// either when absent.
     pub jwk: Value,
 }
 
@@ -65,6 +75,9 @@ pub struct Bundle {
     pub x509_authorities: Vec<Vec<u8>>,
     /// JWT authorities, in document order.
     pub jwt_authorities: Vec<JwtAuthority>,
+    /// WIT authorities (`use: "wit-svid"`), in document order. Their key IDs differ from every
+    /// JWT authority's.
+    pub wit_authorities: Vec<JwtAuthority>,
     /// `spiffe_sequence`; 0 when the document has none.
     pub sequence: u64,
     /// `spiffe_refresh_hint`, in seconds.
@@ -152,19 +165,36 @@ pub enum BundleError {
         /// The first parameter found to differ.
         field: &'static str,
     },
-    /// A `jwt-svid` element has no `kid`, or an empty one.
-    #[error("key {index}: a jwt-svid key must have a non-empty `kid`")]
+    /// A `jwt-svid` or `wit-svid` element has no `kid`, or an empty one.
+    #[error("key {index}: a jwt-svid or wit-svid key must have a non-empty `kid`")]
     MissingKeyId {
         /// Index in `keys`.
         index: usize,
     },
-    /// Two `jwt-svid` elements share a `kid`.
-    #[error("key {index}: key ID {kid:?} is already used by an earlier jwt-svid key")]
+    /// Two elements of the same `use` (`jwt-svid` or `wit-svid`) share a `kid`.
+    #[error("key {index}: key ID {kid:?} is already used by an earlier key with the same `use`")]
     DuplicateKeyId {
         /// Index in `keys` of the second one.
         index: usize,
         /// The shared key ID.
         kid: String,
+    },
+    /// A `jwt-svid` and a `wit-svid` element share a `kid`: key IDs are unique across the whole
+    /// bundle (WIT-SVID standard, section 6.1), whichever comes first.
+    #[error(
+        "key {index}: key ID {kid:?} of this {usage} key is already used by the {other_usage} key {other_index}"
+    )]
+    KeyIdSharedAcrossUses {
+        /// Index in `keys` of the second one.
+        index: usize,
+        /// The shared key ID.
+        kid: String,
+        /// The `use` of the second one.
+        usage: &'static str,
+        /// Index in `keys` of the first one.
+        other_index: usize,
+        /// The `use` of the first one.
+        other_usage: &'static str,
     },
     /// An X.509 authority cannot be encoded.
     #[error("X.509 authority {index}: {reason}")]
@@ -178,6 +208,14 @@ pub enum BundleError {
     #[error("JWT authority {index}: {reason}")]
     JwtAuthority {
         /// Index in [`Bundle::jwt_authorities`].
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A WIT authority cannot be encoded (including a key ID that a JWT authority also uses).
+    #[error("WIT authority {index}: {reason}")]
+    WitAuthority {
+        /// Index in [`Bundle::wit_authorities`].
         index: usize,
         /// What is wrong with it.
         reason: String,
@@ -213,6 +251,7 @@ impl Bundle {
             trust_domain,
             x509_authorities: Vec::new(),
             jwt_authorities: Vec::new(),
+            wit_authorities: Vec::new(),
             sequence: 0,
             refresh_hint: None,
         }
@@ -222,16 +261,22 @@ impl Bundle {
     ///
     /// `spiffe_sequence` is always written, `spiffe_refresh_hint` when set. Fails if an X.509
     /// authority is not a parsable certificate with a supported public key (EC P-256/P-384/P-521,
-    /// RSA, Ed25519), or if a JWT authority is not a valid public JWK for its `key_id`.
+    /// RSA, Ed25519), if a JWT or WIT authority is not a valid public JWK for its `key_id`, or if
+    /// a key ID is used twice (by JWT and WIT authorities alike). The keys are written X.509
+    /// authorities first, then JWT, then WIT authorities.
     pub fn to_json(&self) -> Result<String, BundleError> {
-        let mut keys = Vec::with_capacity(self.x509_authorities.len() + self.jwt_authorities.len());
+        let mut keys = Vec::with_capacity(
+            self.x509_authorities.len() + self.jwt_authorities.len() + self.wit_authorities.len(),
+        );
         for (index, der) in self.x509_authorities.iter().enumerate() {
             keys.push(Value::Object(
                 x509_authority_jwk(der)
                     .map_err(|reason| BundleError::X509Authority { index, reason })?,
             ));
         }
-        keys.extend(self.jwt_authority_jwks()?);
+        let (jwt, wit) = self.token_authority_jwks()?;
+        keys.extend(jwt);
+        keys.extend(wit);
         let mut doc = Map::new();
         doc.insert("keys".to_owned(), Value::Array(keys));
         doc.insert("spiffe_sequence".to_owned(), Value::from(self.sequence));
@@ -245,30 +290,41 @@ impl Bundle {
     /// The JWT authorities alone as a plain JWK Set (`{"keys": [...]}`, compact JSON): each key
     /// with its `kid` and `use: "jwt-svid"`, no X.509 authority and no `spiffe_*` parameter. This
     /// is what the Workload API's `FetchJWTBundles` sends (the standard forbids keys with other
-    /// uses there). An empty set when the bundle has no JWT authority.
+    /// uses there). An empty set when the bundle has no JWT authority. The WIT authorities are
+    /// checked too (a key ID they share with a JWT authority is an error) but never written.
     pub fn jwt_jwks_json(&self) -> Result<String, BundleError> {
-        let keys = self.jwt_authority_jwks()?;
-        let mut doc = Map::new();
-        doc.insert("keys".to_owned(), Value::Array(keys));
-        serde_json::to_string(&Value::Object(doc)).map_err(|e| BundleError::Json(e.to_string()))
+        let (jwt, _) = self.token_authority_jwks()?;
+        jwks_json(jwt)
     }
 
-    /// The JWT authorities as checked JWKs (with `kid` and `use`), refusing a key ID used twice.
-    fn jwt_authority_jwks(&self) -> Result<Vec<Value>, BundleError> {
-        let mut keys = Vec::with_capacity(self.jwt_authorities.len());
-        let mut kids = HashSet::new();
-        for (index, authority) in self.jwt_authorities.iter().enumerate() {
-            let jwk = jwt_authority_jwk(authority)
-                .map_err(|reason| BundleError::JwtAuthority { index, reason })?;
-            if !kids.insert(authority.key_id.as_str()) {
-                return Err(BundleError::JwtAuthority {
-                    index,
-                    reason: format!("key ID {:?} is used twice", authority.key_id),
-                });
-            }
-            keys.push(Value::Object(jwk));
-        }
-        Ok(keys)
+    /// The WIT authorities alone as a plain JWK Set (`{"keys": [...]}`, compact JSON): each key
+    /// with its `kid` and `use: "wit-svid"`. This is what the Workload API's `FetchWITBundles`
+    /// sends. An empty set when the bundle has no WIT authority (the trust domain does not issue
+    /// WIT-SVIDs). The JWT authorities are checked but never written.
+    pub fn wit_jwks_json(&self) -> Result<String, BundleError> {
+        let (_, wit) = self.token_authority_jwks()?;
+        jwks_json(wit)
+    }
+
+    /// The JWT and the WIT authorities as checked JWKs (with `kid` and `use`), refusing a key ID
+    /// used twice, within one kind or across both.
+    fn token_authority_jwks(&self) -> Result<(Vec<Value>, Vec<Value>), BundleError> {
+        let mut kids = HashMap::new();
+        let jwt = authority_jwks(
+            &self.jwt_authorities,
+            "JWT",
+            USE_JWT_SVID,
+            &mut kids,
+            |index, reason| BundleError::JwtAuthority { index, reason },
+        )?;
+        let wit = authority_jwks(
+            &self.wit_authorities,
+            "WIT",
+            USE_WIT_SVID,
+            &mut kids,
+            |index, reason| BundleError::WitAuthority { index, reason },
+        )?;
+        Ok((jwt, wit))
     }
 
     /// Decodes a SPIFFE bundle document for `trust_domain`.
@@ -289,14 +345,11 @@ impl Bundle {
         let sequence = optional_u64(doc, "spiffe_sequence")?.unwrap_or(0);
         let refresh_hint = optional_u64(doc, "spiffe_refresh_hint")?;
 
-        let mut bundle = Bundle {
-            trust_domain: trust_domain.clone(),
-            x509_authorities: Vec::new(),
-            jwt_authorities: Vec::new(),
-            sequence,
-            refresh_hint,
-        };
-        let mut kids = HashSet::new();
+        let mut bundle = Bundle::new(trust_domain.clone());
+        bundle.sequence = sequence;
+        bundle.refresh_hint = refresh_hint;
+        // Key ID -> (use, index) of the first element that has it.
+        let mut kids: HashMap<String, (&'static str, usize)> = HashMap::new();
         for (index, key) in keys.iter().enumerate() {
             let key = key
                 .as_object()
@@ -311,10 +364,13 @@ impl Bundle {
                 Some(Value::String(u)) => u.as_str(),
                 Some(_) => return Err(invalid(index, "use", "must be a string")),
             };
-            if usage != USE_X509_SVID && usage != USE_JWT_SVID {
+            let usage = match usage {
+                USE_X509_SVID => USE_X509_SVID,
+                USE_JWT_SVID => USE_JWT_SVID,
+                USE_WIT_SVID => USE_WIT_SVID,
                 // Standard 4.2.2: unknown `use` values MUST be ignored.
-                continue;
-            }
+                _ => continue,
+            };
             for field in PRIVATE_PARAMETERS {
                 if key.contains_key(field) {
                     return Err(BundleError::PrivateKeyParameter { index, field });
@@ -347,20 +403,39 @@ impl Bundle {
                     Some(_) => return Err(invalid(index, "kid", "must be a string")),
                 };
                 check_public_jwk(kty, key).map_err(|f| f.at(index))?;
-                if !kids.insert(key_id.clone()) {
-                    return Err(BundleError::DuplicateKeyId { index, kid: key_id });
+                match kids.get(&key_id) {
+                    Some((other_usage, _)) if *other_usage == usage => {
+                        return Err(BundleError::DuplicateKeyId { index, kid: key_id });
+                    }
+                    Some((other_usage, other_index)) => {
+                        return Err(BundleError::KeyIdSharedAcrossUses {
+                            index,
+                            kid: key_id,
+                            usage,
+                            other_index: *other_index,
+                            other_usage,
+                        });
+                    }
+                    None => {
+                        kids.insert(key_id.clone(), (usage, index));
+                    }
                 }
-                bundle.jwt_authorities.push(JwtAuthority {
+                let authority = JwtAuthority {
                     key_id,
                     jwk: Value::Object(key.clone()),
-                });
+                };
+                if usage == USE_JWT_SVID {
+                    bundle.jwt_authorities.push(authority);
+                } else {
+                    bundle.wit_authorities.push(authority);
+                }
             }
         }
         Ok(bundle)
     }
 
     /// Decodes a sequence of PEM `CERTIFICATE` blocks as X.509 authorities (sequence 0, no refresh
-    /// hint, no JWT authorities).
+    /// hint, no JWT or WIT authorities).
     ///
     /// Text between blocks is ignored (as `openssl` writes it); any other block type, an unterminated
     /// block, a block that is not a certificate, or input without any block is an error.
@@ -453,7 +528,7 @@ impl std::fmt::Display for KeyFault {
 
 /// The public key parameters of a JWK, decoded to bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum KeyParams {
+pub(crate) enum KeyParams {
     Ec {
         crv: &'static str,
         x: Vec<u8>,
@@ -479,7 +554,7 @@ impl KeyParams {
     }
 
     /// Writes `kty` and the key parameters into `jwk`.
-    fn write(&self, jwk: &mut Map<String, Value>) {
+    pub(crate) fn write(&self, jwk: &mut Map<String, Value>) {
         let b64 = |b: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(b));
         jwk.insert("kty".to_owned(), Value::from(self.kty()));
         match self {
@@ -531,7 +606,12 @@ fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, String> {
 
 /// The JWK key parameters of a certificate's subject public key.
 fn cert_key_params(cert: &X509Certificate<'_>) -> Result<KeyParams, String> {
-    let spki = cert.public_key();
+    spki_key_params(cert.public_key())
+}
+
+/// The JWK key parameters of a SubjectPublicKeyInfo (EC P-256/P-384/P-521 as an uncompressed
+/// point, RSA, Ed25519). The shape is checked, not that an EC point is on its curve.
+pub(crate) fn spki_key_params(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyParams, String> {
     let alg = &spki.algorithm.algorithm;
     let key = spki.subject_public_key.data.as_ref();
     if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
@@ -799,8 +879,45 @@ fn x509_authority_jwk(der: &[u8]) -> Result<Map<String, Value>, String> {
     Ok(jwk)
 }
 
-/// The bundle JWK of one JWT authority: its JWK with `use` and `kid` filled in, checked.
-fn jwt_authority_jwk(authority: &JwtAuthority) -> Result<Map<String, Value>, String> {
+/// The checked JWKs of `authorities` (of `kind` `JWT` or `WIT`, whose `use` is `usage`); `kids`
+/// holds the key IDs of the authorities encoded before, each with its kind and index, and gets
+/// these: a key ID seen before is refused with `error`.
+fn authority_jwks<'a>(
+    authorities: &'a [JwtAuthority],
+    kind: &'static str,
+    usage: &'static str,
+    kids: &mut HashMap<&'a str, (&'static str, usize)>,
+    error: fn(usize, String) -> BundleError,
+) -> Result<Vec<Value>, BundleError> {
+    let mut keys = Vec::with_capacity(authorities.len());
+    for (index, authority) in authorities.iter().enumerate() {
+        let jwk = authority_jwk(authority, usage).map_err(|reason| error(index, reason))?;
+        if let Some((other_kind, other_index)) =
+            kids.insert(authority.key_id.as_str(), (kind, index))
+        {
+            return Err(error(
+                index,
+                format!(
+                    "key ID {:?} is also used by {other_kind} authority {other_index}",
+                    authority.key_id
+                ),
+            ));
+        }
+        keys.push(Value::Object(jwk));
+    }
+    Ok(keys)
+}
+
+/// A plain JWK Set of `keys`, compact.
+fn jwks_json(keys: Vec<Value>) -> Result<String, BundleError> {
+    let mut doc = Map::new();
+    doc.insert("keys".to_owned(), Value::Array(keys));
+    serde_json::to_string(&Value::Object(doc)).map_err(|e| BundleError::Json(e.to_string()))
+}
+
+/// The bundle JWK of one JWT or WIT authority (`usage` is its `use`): its JWK with `use` and
+/// `kid` filled in, checked.
+fn authority_jwk(authority: &JwtAuthority, usage: &str) -> Result<Map<String, Value>, String> {
     if authority.key_id.is_empty() {
         return Err("key ID is empty".to_owned());
     }
@@ -822,10 +939,10 @@ fn jwt_authority_jwk(authority: &JwtAuthority) -> Result<Map<String, Value>, Str
     }
     match jwk.get("use") {
         None => {
-            jwk.insert("use".to_owned(), Value::from(USE_JWT_SVID));
+            jwk.insert("use".to_owned(), Value::from(usage));
         }
-        Some(Value::String(u)) if u == USE_JWT_SVID => {}
-        Some(_) => return Err(format!("jwk `use` is not {USE_JWT_SVID:?}")),
+        Some(Value::String(u)) if u == usage => {}
+        Some(_) => return Err(format!("jwk `use` is not {usage:?}")),
     }
     for field in PRIVATE_PARAMETERS {
         if jwk.contains_key(field) {

@@ -40,7 +40,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, JwtAuthority};
 use crate::id::{IdError, SpiffeId, TrustDomain};
 
 /// The longest token accepted, in bytes (a JWT-SVID is a few hundred bytes).
@@ -486,6 +486,65 @@ pub fn validate_jwt_svid<B: Borrow<Bundle>>(
     {
         return Err(JwtSvidError::UnsupportedType(typ.to_owned()));
     }
+    let signed = verify_signed_claims(
+        &jws,
+        |b| &b.jwt_authorities,
+        bundles,
+        now,
+        leeway,
+        IatRule::NotInFuture,
+    )?;
+    let token_audience = audiences(&signed.claims)?;
+    if !token_audience.iter().any(|a| a == audience) {
+        return Err(JwtSvidError::AudienceMismatch {
+            expected: audience.to_owned(),
+            actual: token_audience,
+        });
+    }
+    Ok(ValidatedJwtSvid {
+        spiffe_id: signed.spiffe_id,
+        expiry: signed.expiry,
+        audience: token_audience,
+        key_id: signed.key_id,
+        algorithm: jws.algorithm,
+        claims: signed.claims,
+    })
+}
+
+/// How `iat` is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IatRule {
+    /// Refused when in the future (beyond the leeway): JWT-SVIDs.
+    NotInFuture,
+    /// Only its type is checked: WIT-SVIDs, whose standard forbids using `iat` to limit the
+    /// earliest validity (that is `nbf`'s job).
+    TypeOnly,
+}
+
+/// What the SVID token profiles (JWT-SVID, WIT-SVID) check alike once their `typ` rule passed.
+pub(crate) struct SignedClaims {
+    /// The `sub`.
+    pub(crate) spiffe_id: SpiffeId,
+    /// Every claim.
+    pub(crate) claims: Map<String, Value>,
+    /// The `exp`.
+    pub(crate) expiry: SystemTime,
+    /// The `kid` of the key that signed it.
+    pub(crate) key_id: String,
+}
+
+/// Checks, in order: a non-empty `kid`; claims that are a JSON object whose `sub` is a SPIFFE ID;
+/// the bundle of the `sub`'s trust domain (only that one) and, among its `authorities` (JWT or WIT
+/// ones), the key with that `kid`, fitting the algorithm; the signature; `exp` (required), `nbf`
+/// and `iat` (per `iat_rule`), each with `leeway`.
+pub(crate) fn verify_signed_claims<B: Borrow<Bundle>>(
+    jws: &Jws<'_>,
+    authorities: fn(&Bundle) -> &[JwtAuthority],
+    bundles: impl FnOnce(&TrustDomain) -> Option<B>,
+    now: SystemTime,
+    leeway: Duration,
+    iat_rule: IatRule,
+) -> Result<SignedClaims, JwtSvidError> {
     let kid = match jws.key_id() {
         Some(kid) if !kid.is_empty() => kid.to_owned(),
         _ => return Err(JwtSvidError::MissingKeyId),
@@ -515,8 +574,7 @@ pub fn validate_jwt_svid<B: Borrow<Bundle>>(
             actual: bundle.trust_domain.name().to_owned(),
         });
     }
-    let authority = bundle
-        .jwt_authorities
+    let authority = authorities(bundle)
         .iter()
         .find(|a| a.key_id == kid)
         .ok_or_else(|| JwtSvidError::UnknownKeyId {
@@ -547,6 +605,7 @@ pub fn validate_jwt_svid<B: Borrow<Bundle>>(
         });
     }
     if let Some(iat) = numeric_date(&claims, "iat")?
+        && iat_rule == IatRule::NotInFuture
         && now_s.saturating_add(leeway_i) < iat
     {
         return Err(JwtSvidError::IssuedInFuture {
@@ -555,20 +614,11 @@ pub fn validate_jwt_svid<B: Borrow<Bundle>>(
             leeway_secs,
         });
     }
-    let token_audience = audiences(&claims)?;
-    if !token_audience.iter().any(|a| a == audience) {
-        return Err(JwtSvidError::AudienceMismatch {
-            expected: audience.to_owned(),
-            actual: token_audience,
-        });
-    }
-    Ok(ValidatedJwtSvid {
+    Ok(SignedClaims {
         spiffe_id,
-        expiry: UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0)),
-        audience: token_audience,
-        key_id: kid,
-        algorithm: jws.algorithm,
         claims,
+        expiry: UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0)),
+        key_id: kid,
     })
 }
 
@@ -579,8 +629,9 @@ fn unix_secs(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// A NumericDate claim (RFC 7519 section 2): a JSON number of seconds, fractions rounded down.
-fn numeric_date(
+/// A NumericDate claim (RFC 7519 section 2): a JSON number of seconds, fractions rounded down;
+/// `None` when absent, [`JwtSvidError::InvalidClaim`] when not a number.
+pub fn numeric_date(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<i64>, JwtSvidError> {
@@ -631,7 +682,11 @@ fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtSvidError> {
 
 /// Builds the aws-lc-rs public key for `alg` from a JWK, refusing any key that does not fit the
 /// algorithm.
-fn public_key(alg: Algorithm, kid: &str, jwk: &Value) -> Result<ParsedPublicKey, JwtSvidError> {
+pub(crate) fn public_key(
+    alg: Algorithm,
+    kid: &str,
+    jwk: &Value,
+) -> Result<ParsedPublicKey, JwtSvidError> {
     let mismatch = |reason: String| JwtSvidError::KeyAlgorithmMismatch {
         kid: kid.to_owned(),
         alg,

@@ -3,6 +3,8 @@
 //! - [`id`]: SPIFFE IDs and trust domains, with every rule of the SPIFFE-ID standard.
 //! - [`bundle`]: the SPIFFE trust bundle (a JWK Set with `spiffe_sequence` and `spiffe_refresh_hint`).
 //! - [`svid`]: the X509-SVID rules, for leaves and signing certificates, and chain verification.
+//! - [`jwt`] and [`wit`]: JWT-SVID and WIT-SVID validation against the JWT and WIT authorities
+//!   of a bundle.
 //! - [`tls`]: peer authentication by SPIFFE ID against a trust bundle, and the rustls verifier
 //!   adapter that applies it to TLS handshakes.
 //!
@@ -18,3 +20,5 @@ pub use id::{IdError, SpiffeId, TrustDomain};
 pub use svid::SvidError;
 /// JWT-SVID verification (JWS with an algorithm allowlist, bundle key lookup, claim rules).
 pub mod jwt;
+/// WIT-SVID verification (the incubating profile: `typ: wit+jwt`, WIT authorities, `cnf.jwk`).
+pub mod wit;

@@ -527,7 +527,7 @@ fn regenerate_fixtures() {
         &json!({
             "keys": [
                 root_key_jwk,
-                {"kty": "EC", "use": "wit-svid", "crv": "P-256", "kid": "future-use"},
+                {"kty": "EC", "use": "future-svid", "crv": "P-256", "kid": "future-use"},
                 jwt_jwk(&jwt_ec, "jwt-ec-p256"),
                 {"kty": "ML-DSA-65", "use": "x509-svid", "pub": "AAAA"},
                 {"kty": "AKP", "use": "jwt-svid", "kid": "future-kty"},

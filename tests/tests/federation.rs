@@ -230,15 +230,11 @@ fn spiffe_ca(td: &str) -> Vec<u8> {
 }
 
 fn bundle_doc(td: &str, certs: Vec<Vec<u8>>, sequence: u64) -> String {
-    Bundle {
-        trust_domain: TrustDomain::new(td).unwrap(),
-        x509_authorities: certs,
-        jwt_authorities: Vec::new(),
-        sequence,
-        refresh_hint: Some(3600),
-    }
-    .to_json()
-    .unwrap()
+    let mut bundle = Bundle::new(TrustDomain::new(td).unwrap());
+    bundle.x509_authorities = certs;
+    bundle.sequence = sequence;
+    bundle.refresh_hint = Some(3600);
+    bundle.to_json().unwrap()
 }
 
 // ---- a fake bundle endpoint -------------------------------------------------------------------
@@ -391,8 +387,17 @@ fn bundle_endpoint_serves_the_own_bundle_and_oidc_discovery() {
         );
         assert!(algs.contains(&k["alg"]), "{k} {d}");
     }
-    // The bundle served at / carries the same JWT authorities.
+    // The bundle served at / carries the same JWT authorities, and WIT authorities that /keys
+    // never shows (an OIDC relying party must not learn WIT-SVID keys).
     assert_eq!(served.jwt_authorities.len(), keys.len());
+    assert!(!served.wit_authorities.is_empty());
+    for w in &served.wit_authorities {
+        assert!(
+            keys.iter()
+                .all(|k| k["kid"].as_str() != Some(w.key_id.as_str())),
+            "{w:?}"
+        );
+    }
 
     let r = https_get(addr, "/nothing-here", client());
     assert_eq!(r.status, 404);

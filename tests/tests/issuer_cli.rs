@@ -554,7 +554,15 @@ fn bundle_show_pem_and_spiffe() {
         jwt[0]["kid"].as_str().is_some_and(|k| !k.is_empty()),
         "{doc}"
     );
-    assert_eq!(keys.len(), x509.len() + jwt.len());
+    // So is the WIT-SVID signing key, a key of its own with its own kid.
+    let wit: Vec<&Value> = keys.iter().filter(|k| k["use"] == "wit-svid").collect();
+    assert_eq!(wit.len(), 1, "{doc}");
+    assert!(
+        wit[0]["kid"].as_str().is_some_and(|k| !k.is_empty()),
+        "{doc}"
+    );
+    assert_ne!(wit[0]["kid"], jwt[0]["kid"], "{doc}");
+    assert_eq!(keys.len(), x509.len() + jwt.len() + wit.len());
     assert!(doc["spiffe_sequence"].as_u64().is_some());
     assert!(doc["spiffe_refresh_hint"].as_u64().unwrap() > 0);
 }

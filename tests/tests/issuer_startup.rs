@@ -171,8 +171,8 @@ fn health_endpoints_answer_over_http() {
     assert_eq!(signatures(&metrics), signatures(&before) + 1, "{metrics}");
     for needle in [
         "signet_signature_duration_seconds_bucket{",
-        // The CA journal and the JWT key journal.
-        "signet_store_call_duration_seconds_count{op=\"load_journal\"} 2",
+        // The CA journal, the JWT key journal and the WIT key journal.
+        "signet_store_call_duration_seconds_count{op=\"load_journal\"} 3",
         "signet_rpcs_total{api=\"admin\",method=\"MintX509Svid\",code=\"Ok\"} 1",
         "# TYPE signet_entries gauge",
         "# TYPE signet_agents gauge",

@@ -1,4 +1,4 @@
-//! The JWT key manager: key slots, rotation, journal and JWT-SVID minting.
+//! The JWT key manager: key slots, rotation, journal and JWT-SVID / WIT-SVID minting.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,12 +9,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use signet_spiffe::wit::ConfirmationKey;
 use signet_spiffe::{Bundle, JwtAuthority, SpiffeId};
 
 use super::keys::{self, JwtSigningKey};
 use super::{
-    IssuedJwtSvid, JwtError, JwtKeyConfig, JwtKeyInfo, JwtRotationOutcome, MIN_JWT_KEY_TTL,
-    RETIRED_KEY_GRACE_SECS, jwt_algorithm,
+    IssuedJwtSvid, IssuedToken, IssuedWitSvid, JwtError, JwtKeyConfig, JwtKeyInfo,
+    JwtRotationOutcome, MIN_JWT_KEY_TTL, RETIRED_KEY_GRACE_SECS, TokenKind, jwt_algorithm,
 };
 use crate::rotation::{
     Rotated, RotatingSlot, Rotation, RotationError, SlotMaker, Slots, check_journal_states,
@@ -38,7 +39,7 @@ fn secs_i64(d: Duration) -> i64 {
 struct Signer {
     kid: String,
     key: JwtSigningKey,
-    /// The base64url JOSE header `{"alg":…,"kid":…,"typ":"JWT"}`.
+    /// The base64url JOSE header `{"alg":…,"kid":…,"typ":…}` (`JWT` or `wit+jwt`).
     header_b64: String,
     not_after: i64,
 }
@@ -56,11 +57,12 @@ impl Signer {
         key: JwtSigningKey,
         key_type: KeyType,
         not_after: i64,
+        kind: TokenKind,
     ) -> Result<Self, JwtError> {
         let header = serde_json::to_vec(&Header {
             alg: jwt_algorithm(key_type).as_str(),
             kid,
-            typ: "JWT",
+            typ: kind.typ(),
         })
         .map_err(|e| JwtError::Encoding(e.to_string()))?;
         Ok(Signer {
@@ -89,6 +91,31 @@ struct Claims<'a> {
     exp: i64,
     iat: i64,
     jti: &'a str,
+}
+
+/// The claims of a WIT-SVID: no `aud`, no `iss`; `cnf` binds the holder's key.
+#[derive(Serialize)]
+struct WitClaims<'a> {
+    sub: &'a str,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    jti: &'a str,
+    cnf: Confirmation<'a>,
+}
+
+#[derive(Serialize)]
+struct Confirmation<'a> {
+    jwk: &'a Value,
+}
+
+/// A token being minted: the subject, times and `jti`, and the key that signs it.
+struct Minting {
+    signer: Arc<Signer>,
+    sub: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
 }
 
 /// One JWT key generation.
@@ -199,6 +226,9 @@ impl From<Rotated<JwtKeyInfo>> for JwtRotationOutcome {
 #[derive(Serialize, Deserialize)]
 struct Journal {
     version: u32,
+    /// What the keys sign; journals written before WIT-SVIDs have none: JWT-SVIDs.
+    #[serde(default)]
+    kind: TokenKind,
     trust_domain: String,
     sequence: u64,
     keys: Vec<JournalKey>,
@@ -220,12 +250,14 @@ struct JournalKey {
     jwk: Map<String, Value>,
 }
 
-/// The issuer's JWT signing keys: up to one prepared, one active and any number of retired keys.
+/// The issuer's JWT (or WIT) signing keys: up to one prepared, one active and any number of
+/// retired keys, all signing one [`TokenKind`].
 ///
 /// `Send + Sync`; share it as `Arc<JwtKeyManager>`. Minting takes a read lock just long enough to
 /// clone the active signer; rotation generates keys outside the lock.
 pub struct JwtKeyManager {
     cfg: JwtKeyConfig,
+    kind: TokenKind,
     /// The keys; the sequence counts changes of the published keys.
     rotation: Rotation<Slot>,
 }
@@ -234,6 +266,7 @@ impl fmt::Debug for JwtKeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.rotation.read();
         f.debug_struct("JwtKeyManager")
+            .field("kind", &self.kind)
             .field("trust_domain", &self.cfg.trust_domain.name())
             .field("key_type", &self.cfg.key_type)
             .field(
@@ -249,14 +282,26 @@ impl fmt::Debug for JwtKeyManager {
 }
 
 impl JwtKeyManager {
-    /// Loads the keys from `journal` (bytes previously returned by
+    /// Opens the JWT-SVID signing keys: [`open_for`](Self::open_for) with
+    /// [`TokenKind::JwtSvid`].
+    pub fn open(
+        cfg: JwtKeyConfig,
+        journal: Option<&[u8]>,
+        now: SystemTime,
+    ) -> Result<Self, JwtError> {
+        Self::open_for(TokenKind::JwtSvid, cfg, journal, now)
+    }
+
+    /// Loads the keys signing `kind` from `journal` (bytes previously returned by
     /// [`journal_bytes`](Self::journal_bytes)) and their key files from the key directory; with
     /// no journal, creates and activates the first key. Persist
-    /// [`journal_bytes`](Self::journal_bytes) after opening.
+    /// [`journal_bytes`](Self::journal_bytes) after opening. Give each kind its own key
+    /// directory and journal.
     ///
-    /// Errors clearly on a corrupt journal, a journal of another trust domain, and missing,
-    /// unreadable or mismatched key files.
-    pub fn open(
+    /// Errors clearly on a corrupt journal, a journal of another trust domain or token kind, and
+    /// missing, unreadable or mismatched key files.
+    pub fn open_for(
+        kind: TokenKind,
         cfg: JwtKeyConfig,
         journal: Option<&[u8]>,
         now: SystemTime,
@@ -270,7 +315,7 @@ impl JwtKeyManager {
         let now_s = unix(now)?;
         crate::keys::ensure_key_dir(&cfg.key_dir)?;
         let state = match journal {
-            Some(bytes) => Self::load_journal(&cfg, bytes)?,
+            Some(bytes) => Self::load_journal(kind, &cfg, bytes)?,
             None => Slots {
                 slots: Vec::new(),
                 sequence: 0,
@@ -278,6 +323,7 @@ impl JwtKeyManager {
         };
         let manager = JwtKeyManager {
             cfg,
+            kind,
             rotation: Rotation::new(state),
         };
         if journal.is_none() {
@@ -288,7 +334,11 @@ impl JwtKeyManager {
         Ok(manager)
     }
 
-    fn load_journal(cfg: &JwtKeyConfig, bytes: &[u8]) -> Result<Slots<Slot>, JwtError> {
+    fn load_journal(
+        kind: TokenKind,
+        cfg: &JwtKeyConfig,
+        bytes: &[u8],
+    ) -> Result<Slots<Slot>, JwtError> {
         let corrupt = |why: String| JwtError::JournalCorrupt(why);
         let j: Journal = serde_json::from_slice(bytes)
             .map_err(|e| corrupt(format!("not a JWT key journal: {e}")))?;
@@ -297,6 +347,12 @@ impl JwtKeyManager {
                 "unsupported journal version {} (expected {JOURNAL_VERSION})",
                 j.version
             )));
+        }
+        if j.kind != kind {
+            return Err(JwtError::JournalKindMismatch {
+                journal: j.kind,
+                config: kind,
+            });
         }
         if j.trust_domain != cfg.trust_domain.name() {
             return Err(JwtError::JournalTrustDomainMismatch {
@@ -350,6 +406,7 @@ impl JwtKeyManager {
                         key,
                         jk.key_type,
                         jk.not_after,
+                        kind,
                     )?))
                 }
             };
@@ -383,7 +440,9 @@ impl JwtKeyManager {
 impl SlotMaker for JwtKeyManager {
     type Slot = Slot;
     type Error = JwtError;
-    const NOUN: &'static str = "JWT key";
+    fn noun(&self) -> &'static str {
+        self.kind.key_noun()
+    }
 
     /// Creates a new key (key file written) without touching the state.
     fn create_slot(&self, now: i64, state: SlotState) -> Result<Slot, JwtError> {
@@ -398,10 +457,10 @@ impl SlotMaker for JwtKeyManager {
             .ok_or_else(|| JwtError::Encoding("the JWK has no kid".to_owned()))?
             .to_owned();
         let not_after = now.saturating_add(secs_i64(self.cfg.key_ttl));
-        let signer = Signer::new(&kid, key, key_type, not_after)?;
+        let signer = Signer::new(&kid, key, key_type, not_after, self.kind)?;
         // Last step: nothing is written unless everything before succeeded.
         crate::keys::write_key_file(&self.cfg.key_dir, &kid, &generated.pkcs8_der)?;
-        tracing::info!(kid = %kid, state = %state, key_type = %key_type, "created JWT key");
+        tracing::info!(kid = %kid, state = %state, key_type = %key_type, "created {}", self.noun());
         Ok(Slot {
             kid,
             state,
@@ -428,6 +487,7 @@ impl JwtKeyManager {
         let st = self.rotation.read();
         let j = Journal {
             version: JOURNAL_VERSION,
+            kind: self.kind,
             trust_domain: self.cfg.trust_domain.name().to_owned(),
             sequence: st.sequence,
             keys: st
@@ -479,7 +539,7 @@ impl JwtKeyManager {
     /// verifiers have not fetched yet makes its tokens fail until they refresh their bundle.)
     pub fn activate(&self, now: SystemTime) -> Result<JwtKeyInfo, JwtError> {
         let now_s = unix(now)?;
-        self.rotation.activate::<Self>(now_s)
+        self.rotation.activate(self, now_s)
     }
 
     /// All keys, oldest first.
@@ -510,6 +570,11 @@ impl JwtKeyManager {
         &self.cfg
     }
 
+    /// What these keys sign.
+    pub fn kind(&self) -> TokenKind {
+        self.kind
+    }
+
     fn active_signer(&self) -> Result<Arc<Signer>, JwtError> {
         self.rotation
             .read()
@@ -518,19 +583,15 @@ impl JwtKeyManager {
             .ok_or(JwtError::NoActiveKey)
     }
 
-    /// Mints a JWT-SVID for `spiffe_id` (in the trust domain, with a path) with the active key.
-    ///
-    /// `audience` must be non-empty (each entry non-empty); one audience is written as a string,
-    /// several as an array. `exp` is exactly `now + ttl` (whole seconds), `iat` is `now`; the TTL
-    /// must be between one second and `max_token_ttl`. `iss` is written when `issuer` is given.
-    pub fn mint_jwt_svid(
-        &self,
-        spiffe_id: &SpiffeId,
-        audience: &[String],
-        ttl: Duration,
-        now: SystemTime,
-        issuer: Option<&str>,
-    ) -> Result<IssuedJwtSvid, JwtError> {
+    /// Refuses another token kind than the manager's, and a SPIFFE ID outside the trust domain or
+    /// without a path.
+    fn check_subject(&self, kind: TokenKind, spiffe_id: &SpiffeId) -> Result<(), JwtError> {
+        if kind != self.kind {
+            return Err(JwtError::WrongTokenKind {
+                manager: self.kind,
+                requested: kind,
+            });
+        }
         if !spiffe_id.is_member_of(&self.cfg.trust_domain) {
             return Err(JwtError::WrongTrustDomain {
                 spiffe_id: spiffe_id.to_string(),
@@ -540,15 +601,17 @@ impl JwtKeyManager {
         if spiffe_id.path().is_empty() {
             return Err(JwtError::IdWithoutPath(spiffe_id.to_string()));
         }
-        let aud = match audience {
-            [] => return Err(JwtError::NoAudience),
-            _ if audience.iter().any(String::is_empty) => return Err(JwtError::EmptyAudience),
-            [one] => Audience::One(one),
-            many => Audience::Many(many),
-        };
-        if issuer == Some("") {
-            return Err(JwtError::EmptyIssuer);
-        }
+        Ok(())
+    }
+
+    /// Checks the TTL (1 s to `max_token_ttl`) and takes the active key (within its lifetime):
+    /// `iat` = `now`, `exp` = `now + ttl`, and a fresh `jti`.
+    fn begin(
+        &self,
+        spiffe_id: &SpiffeId,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Minting, JwtError> {
         let ttl = ttl.as_secs();
         if ttl == 0 {
             return Err(JwtError::InvalidTokenTtl);
@@ -573,17 +636,19 @@ impl JwtKeyManager {
         SystemRandom::new()
             .fill(&mut jti_bytes)
             .map_err(|_| JwtError::Random)?;
-        let jti = URL_SAFE_NO_PAD.encode(jti_bytes);
-        let sub = spiffe_id.to_string();
-        let claims = serde_json::to_vec(&Claims {
-            iss: issuer,
-            sub: &sub,
-            aud,
-            exp,
+        Ok(Minting {
+            signer,
+            sub: spiffe_id.to_string(),
             iat: now_s,
-            jti: &jti,
+            exp,
+            jti: URL_SAFE_NO_PAD.encode(jti_bytes),
         })
-        .map_err(|e| JwtError::Encoding(e.to_string()))?;
+    }
+
+    /// Encodes and signs `claims` with the key of `m`.
+    fn finish(m: &Minting, claims: &impl Serialize) -> Result<IssuedToken, JwtError> {
+        let claims = serde_json::to_vec(claims).map_err(|e| JwtError::Encoding(e.to_string()))?;
+        let signer = &m.signer;
         let mut token = String::with_capacity(signer.header_b64.len() + claims.len() * 4 / 3 + 180);
         token.push_str(&signer.header_b64);
         token.push('.');
@@ -591,12 +656,78 @@ impl JwtKeyManager {
         let signature = signer.key.sign(token.as_bytes())?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
-        Ok(IssuedJwtSvid {
+        Ok(IssuedToken {
             token,
-            expiry: system_time(exp),
-            issued_at: system_time(now_s),
+            expiry: system_time(m.exp),
+            issued_at: system_time(m.iat),
             key_id: signer.kid.clone(),
-            jti,
+            jti: m.jti.clone(),
         })
+    }
+
+    /// Mints a JWT-SVID for `spiffe_id` (in the trust domain, with a path) with the active key.
+    ///
+    /// `audience` must be non-empty (each entry non-empty); one audience is written as a string,
+    /// several as an array. `exp` is exactly `now + ttl` (whole seconds), `iat` is `now`; the TTL
+    /// must be between one second and `max_token_ttl`. `iss` is written when `issuer` is given.
+    /// Only the JWT-SVID keys mint them ([`JwtError::WrongTokenKind`] otherwise).
+    pub fn mint_jwt_svid(
+        &self,
+        spiffe_id: &SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        now: SystemTime,
+        issuer: Option<&str>,
+    ) -> Result<IssuedJwtSvid, JwtError> {
+        self.check_subject(TokenKind::JwtSvid, spiffe_id)?;
+        let aud = match audience {
+            [] => return Err(JwtError::NoAudience),
+            _ if audience.iter().any(String::is_empty) => return Err(JwtError::EmptyAudience),
+            [one] => Audience::One(one),
+            many => Audience::Many(many),
+        };
+        if issuer == Some("") {
+            return Err(JwtError::EmptyIssuer);
+        }
+        let m = self.begin(spiffe_id, ttl, now)?;
+        let claims = Claims {
+            iss: issuer,
+            sub: &m.sub,
+            aud,
+            exp: m.exp,
+            iat: m.iat,
+            jti: &m.jti,
+        };
+        Self::finish(&m, &claims)
+    }
+
+    /// Mints a WIT-SVID for `spiffe_id` (in the trust domain, with a path) with the active key,
+    /// binding `holder_public_key` (a DER SubjectPublicKeyInfo: EC P-256 gives `cnf.jwk.alg`
+    /// `ES256`, EC P-384 `ES384`, RSA 2048-8192 bits `RS256`; any other key is refused with
+    /// [`JwtError::HolderKey`]).
+    ///
+    /// Claims: `sub`, `exp` = `now + ttl`, `iat` = `nbf` = `now`, `jti`, `cnf: {"jwk": ...}`; no
+    /// `aud` and no `iss`. The TTL must be between one second and `max_token_ttl`. Only the
+    /// WIT-SVID keys mint them ([`JwtError::WrongTokenKind`] otherwise).
+    pub fn mint_wit_svid(
+        &self,
+        spiffe_id: &SpiffeId,
+        holder_public_key: &[u8],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedWitSvid, JwtError> {
+        self.check_subject(TokenKind::WitSvid, spiffe_id)?;
+        let holder =
+            ConfirmationKey::from_spki_der(holder_public_key).map_err(JwtError::HolderKey)?;
+        let m = self.begin(spiffe_id, ttl, now)?;
+        let claims = WitClaims {
+            sub: &m.sub,
+            exp: m.exp,
+            iat: m.iat,
+            nbf: m.iat,
+            jti: &m.jti,
+            cnf: Confirmation { jwk: &holder.jwk },
+        };
+        Self::finish(&m, &claims)
     }
 }

@@ -1,5 +1,9 @@
-//! JWT-SVID signing keys and minting.
+//! JWT-SVID and WIT-SVID signing keys and minting.
 //!
+//! - One [`JwtKeyManager`] signs one [`TokenKind`]: JWT-SVIDs ([`JwtKeyManager::open`]) or
+//!   WIT-SVIDs ([`JwtKeyManager::open_for`] with [`TokenKind::WitSvid`]). The issuer runs one of
+//!   each with its own key directory and journal (key separation: a WIT key never signs a
+//!   JWT-SVID, nor the other way round, and each is published under its own bundle `use`).
 //! - Key types `ec-p256` (JWS `ES256`, the default), `ec-p384` (`ES384`) and `rsa-2048`
 //!   (`RS256`), the same [`KeyType`] as the X.509 CA. Keys live in their own key directory as
 //!   PKCS#8 DER files `<kid>.key` with mode 0600 (directory 0700) and are zeroized in memory.
@@ -14,6 +18,10 @@
 //!   `sub`, `aud` (a string for one audience, an array for several), `exp`, `iat`, `jti`
 //!   (128 random bits, base64url). `exp` is exactly `now + ttl`: it is not capped by the key's
 //!   lifetime (a retired key stays published long enough), only `ttl <= max_token_ttl` is enforced.
+//! - WIT-SVIDs ([`JwtKeyManager::mint_wit_svid`]): header `{"alg","kid","typ":"wit+jwt"}`, claims
+//!   `sub`, `exp`, `iat`, `nbf` (= `iat`), `jti` and `cnf: {"jwk": ...}` binding the holder's
+//!   public key (EC P-256 `ES256`, EC P-384 `ES384`, RSA 2048-8192 bits `RS256`); no `aud`, no
+//!   `iss`.
 //!
 //! Like the CA, this module does no network or database I/O: the issuer stores
 //! [`journal_bytes`](crate::jwt::JwtKeyManager::journal_bytes) and publishes
@@ -26,8 +34,10 @@ mod manager;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use signet_spiffe::TrustDomain;
 use signet_spiffe::jwt::Algorithm;
+use signet_spiffe::wit::HolderKeyError;
 
 pub use manager::JwtKeyManager;
 
@@ -55,7 +65,46 @@ pub fn jwt_algorithm(key_type: KeyType) -> Algorithm {
     }
 }
 
-/// Configuration of the JWT signing keys.
+/// What a [`JwtKeyManager`] signs. Each kind has keys of its own (key separation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum TokenKind {
+    /// JWT-SVIDs (`typ: JWT`), published in bundles as `use: "jwt-svid"`.
+    #[default]
+    JwtSvid,
+    /// WIT-SVIDs (`typ: wit+jwt`), published in bundles as `use: "wit-svid"`.
+    WitSvid,
+}
+
+impl TokenKind {
+    /// The JOSE `typ` of its tokens: `JWT` or `wit+jwt`.
+    pub fn typ(self) -> &'static str {
+        match self {
+            TokenKind::JwtSvid => "JWT",
+            TokenKind::WitSvid => signet_spiffe::wit::WIT_TYPE,
+        }
+    }
+
+    /// What its keys are called in logs: `JWT key` or `WIT key`.
+    pub fn key_noun(self) -> &'static str {
+        match self {
+            TokenKind::JwtSvid => "JWT key",
+            TokenKind::WitSvid => "WIT key",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenKind::JwtSvid => "JWT-SVID",
+            TokenKind::WitSvid => "WIT-SVID",
+        })
+    }
+}
+
+/// Configuration of the JWT (or WIT) signing keys.
 #[derive(Debug, Clone)]
 pub struct JwtKeyConfig {
     /// The trust domain whose workloads the tokens identify.
@@ -65,11 +114,12 @@ pub struct JwtKeyConfig {
     /// Lifetime of each key: the next key is prepared at 1/2 and activated at 5/6 of it. At least
     /// [`MIN_JWT_KEY_TTL`].
     pub key_ttl: Duration,
-    /// Longest TTL [`JwtKeyManager::mint_jwt_svid`] accepts; retired keys stay published this
-    /// long (plus [`RETIRED_KEY_GRACE_SECS`]). At least one second.
+    /// Longest TTL [`JwtKeyManager::mint_jwt_svid`] (or [`JwtKeyManager::mint_wit_svid`])
+    /// accepts; retired keys stay published this long (plus [`RETIRED_KEY_GRACE_SECS`]). At least
+    /// one second.
     pub max_token_ttl: Duration,
-    /// Directory of the key files (e.g. `<data_dir>/jwt`, not shared with the CA); created 0700,
-    /// key files 0600.
+    /// Directory of the key files (e.g. `<data_dir>/jwt`, or `<data_dir>/wit` for the WIT keys;
+    /// never shared with the CA or with the other token kind); created 0700, key files 0600.
     pub key_dir: PathBuf,
 }
 
@@ -179,9 +229,28 @@ pub enum JwtError {
         /// The configured trust domain.
         trust_domain: String,
     },
-    /// A JWT-SVID's SPIFFE ID must have a path.
-    #[error("{0} has no path; a JWT-SVID identifies a workload")]
+    /// A JWT-SVID's or WIT-SVID's SPIFFE ID must have a path.
+    #[error("{0} has no path; a JWT-SVID or WIT-SVID identifies a workload")]
     IdWithoutPath(String),
+    /// The manager signs the other kind of token.
+    #[error("these keys sign {manager}s, not {requested}s (each kind has its own keys)")]
+    WrongTokenKind {
+        /// What the manager signs.
+        manager: TokenKind,
+        /// What was asked for.
+        requested: TokenKind,
+    },
+    /// The journal belongs to keys of the other token kind.
+    #[error("the key journal holds {journal} keys; these keys sign {config}s")]
+    JournalKindMismatch {
+        /// The kind in the journal.
+        journal: TokenKind,
+        /// The kind the manager was opened for.
+        config: TokenKind,
+    },
+    /// The holder's public key of a WIT-SVID is not usable.
+    #[error("the holder's public key: {0}")]
+    HolderKey(#[source] HolderKeyError),
     /// No audience was given.
     #[error("a JWT-SVID needs at least one audience")]
     NoAudience,
@@ -192,10 +261,10 @@ pub enum JwtError {
     #[error("the issuer (`iss`), when given, must not be empty")]
     EmptyIssuer,
     /// The TTL is shorter than one second.
-    #[error("the JWT-SVID TTL must be at least one second")]
+    #[error("the token TTL must be at least one second")]
     InvalidTokenTtl,
     /// The TTL exceeds the configured maximum.
-    #[error("the JWT-SVID TTL of {requested} s exceeds the maximum of {max} s")]
+    #[error("the token TTL of {requested} s exceeds the maximum of {max} s")]
     TokenTtlTooLong {
         /// Requested seconds.
         requested: u64,
@@ -238,9 +307,9 @@ pub enum JwtRotationOutcome {
     Pruned(Vec<String>),
 }
 
-/// A minted JWT-SVID.
+/// A minted JWT-SVID ([`IssuedJwtSvid`]) or WIT-SVID ([`IssuedWitSvid`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct IssuedJwtSvid {
+pub struct IssuedToken {
     /// The token, JWS compact serialization.
     pub token: String,
     /// Its `exp`.
@@ -253,10 +322,17 @@ pub struct IssuedJwtSvid {
     pub jti: String,
 }
 
-impl std::fmt::Debug for IssuedJwtSvid {
+/// A minted JWT-SVID.
+pub type IssuedJwtSvid = IssuedToken;
+
+/// A minted WIT-SVID.
+pub type IssuedWitSvid = IssuedToken;
+
+impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is a bearer credential: never in Debug output.
-        f.debug_struct("IssuedJwtSvid")
+        // A JWT-SVID is a bearer credential (and a WIT-SVID one half of a credential): never in
+        // Debug output.
+        f.debug_struct("IssuedToken")
             .field("token", &"<redacted>")
             .field("expiry", &self.expiry)
             .field("issued_at", &self.issued_at)

@@ -101,14 +101,6 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn segments(token: &str) -> Vec<Value> {
-    token
-        .split('.')
-        .take(2)
-        .map(|s| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap())
-        .collect()
-}
-
 /// A JWS compact serialization of `header` and `claims`, signed by `sign`.
 fn compact(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));

@@ -12,3 +12,4 @@ mod pkilint;
 mod rotation;
 mod svid;
 mod upstream;
+mod wit;

@@ -20,15 +20,11 @@ fn ca_cert(uri: Option<&str>) -> Vec<u8> {
 }
 
 fn bundle_json(trust_domain: &str, certs: Vec<Vec<u8>>, sequence: u64) -> String {
-    Bundle {
-        trust_domain: td(trust_domain),
-        x509_authorities: certs,
-        jwt_authorities: Vec::new(),
-        sequence,
-        refresh_hint: Some(60),
-    }
-    .to_json()
-    .unwrap()
+    let mut bundle = Bundle::new(td(trust_domain));
+    bundle.x509_authorities = certs;
+    bundle.sequence = sequence;
+    bundle.refresh_hint = Some(60);
+    bundle.to_json().unwrap()
 }
 
 #[test]

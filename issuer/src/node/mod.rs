@@ -14,7 +14,10 @@
 //! federated bundles named in the `federates_with` of the agent's entries on the last sync page.
 //!
 //! `NewJWTSVID` mints JWT-SVIDs for authorized entries with the issuer's
-//! [`JwtKeyManager`](signet_ca::jwt::JwtKeyManager) (the one the CA synchronizer rotates).
+//! [`JwtKeyManager`](signet_ca::jwt::JwtKeyManager) (the one the CA synchronizer rotates);
+//! `NewWITSVID` mints WIT-SVIDs, binding the workload's public key, with the issuer's separate WIT
+//! keys ([`Issuer::wit`]). Both authorize the entry the same way
+//! ([`NodeService::authorized_workload_entry`]).
 //!
 //! Every RPC runs in a tracing span (`node_rpc`, with the method and the peer agent ID) and is
 //! counted by `record_rpc("node", method, code)`.
@@ -34,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use signet_attestors::NodeAttestor;
 use signet_attestors::x509pop::{self, X509PopAttestor};
 use signet_ca::X509SvidRequest;
+use signet_ca::jwt::JwtError;
 use signet_proto::node as pb;
 use signet_proto::node::node_server::{Node, NodeServer};
 use signet_spiffe::bundle::Bundle;
@@ -57,6 +61,9 @@ pub const MAX_BATCH: usize = 500;
 pub const MAX_AUDIENCES: usize = 32;
 /// The longest audience value (bytes) in a `NewJWTSVID` call.
 pub const MAX_AUDIENCE_LEN: usize = 1024;
+/// The longest public key (bytes of DER) in a `NewWITSVID` call: an RSA-8192 SubjectPublicKeyInfo
+/// is about 1.1 KB.
+pub const MAX_PUBLIC_KEY_LEN: usize = 4096;
 
 /// Time allowed for a whole attestation (including the agent's challenge answers).
 pub(crate) const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -613,26 +620,9 @@ impl NodeService {
             )));
         }
         let now = SystemTime::now();
-        let authorized = self.authorized(&caller, 0, unix_secs(now)).await?;
-        let entry = match authorized.get(&req.entry_id) {
-            Some(a) if !a.node_alias => &a.entry,
-            Some(_) => {
-                return Err(Status::permission_denied(format!(
-                    "entry {} is a node alias: node aliases are not signed for workloads",
-                    req.entry_id
-                )));
-            }
-            None => {
-                return Err(Status::permission_denied(format!(
-                    "entry {:?} is not authorized for agent {}",
-                    req.entry_id, caller.id
-                )));
-            }
-        };
-        let id = SpiffeId::parse(&entry.fields.spiffe_id).map_err(|e| {
-            tracing::error!(entry_id = %entry.id, error = %e, "stored entry has an invalid SPIFFE ID");
-            Status::internal("the entry's SPIFFE ID is invalid")
-        })?;
+        let (entry, id) = self
+            .authorized_workload_entry(&caller, &req.entry_id, now)
+            .await?;
         let issuer = &self.issuer;
         let ttl = match entry.fields.jwt_svid_ttl {
             0 => issuer.defaults.jwt_svid_ttl,
@@ -651,6 +641,85 @@ impl NodeService {
             .record_signature("jwt_svid", started.elapsed().as_secs_f64());
         Ok(pb::NewJwtsvidResponse {
             svid: Some(pb::Jwtsvid {
+                spiffe_id: id.to_string(),
+                token: minted.token,
+                expires_at: unix_secs(minted.expiry),
+                issued_at: unix_secs(minted.issued_at),
+            }),
+        })
+    }
+
+    /// The entry `entry_id` with its SPIFFE ID, if it is authorized for the caller and is not a
+    /// node alias (`PermissionDenied` otherwise): how `NewJWTSVID` and `NewWITSVID` authorize.
+    async fn authorized_workload_entry(
+        &self,
+        caller: &Caller,
+        entry_id: &str,
+        now: SystemTime,
+    ) -> Result<(signet_store::RegistrationEntry, SpiffeId), Status> {
+        let mut authorized = self.authorized(caller, 0, unix_secs(now)).await?;
+        let entry = match authorized.remove(entry_id) {
+            Some(a) if !a.node_alias => a.entry,
+            Some(_) => {
+                return Err(Status::permission_denied(format!(
+                    "entry {entry_id} is a node alias: node aliases are not signed for workloads"
+                )));
+            }
+            None => {
+                return Err(Status::permission_denied(format!(
+                    "entry {entry_id:?} is not authorized for agent {}",
+                    caller.id
+                )));
+            }
+        };
+        let id = SpiffeId::parse(&entry.fields.spiffe_id).map_err(|e| {
+            tracing::error!(entry_id = %entry.id, error = %e, "stored entry has an invalid SPIFFE ID");
+            Status::internal("the entry's SPIFFE ID is invalid")
+        })?;
+        Ok((entry, id))
+    }
+
+    async fn new_wit(
+        &self,
+        info: Option<&NodeConnectInfo>,
+        req: pb::NewWitsvidRequest,
+    ) -> Result<pb::NewWitsvidResponse, Status> {
+        let caller = self.authenticate(info).await?;
+        if req.entry_id.is_empty() {
+            return Err(Status::invalid_argument("entry_id is required"));
+        }
+        if req.public_key.is_empty() {
+            return Err(Status::invalid_argument(
+                "public_key is required (the workload's public key, DER SubjectPublicKeyInfo)",
+            ));
+        }
+        if req.public_key.len() > MAX_PUBLIC_KEY_LEN {
+            return Err(Status::invalid_argument(format!(
+                "public_key is {} bytes; at most {MAX_PUBLIC_KEY_LEN}",
+                req.public_key.len()
+            )));
+        }
+        let now = SystemTime::now();
+        let (entry, id) = self
+            .authorized_workload_entry(&caller, &req.entry_id, now)
+            .await?;
+        let issuer = &self.issuer;
+        let started = Instant::now();
+        let minted = issuer
+            .wit
+            .mint_wit_svid(&id, &req.public_key, issuer.defaults.wit_svid_ttl, now)
+            .map_err(|e| match e {
+                JwtError::HolderKey(e) => Status::invalid_argument(format!("public_key: {e}")),
+                e => {
+                    tracing::error!(entry_id = %entry.id, error = %e, "cannot mint a WIT-SVID");
+                    Status::internal(format!("cannot mint the WIT-SVID: {e}"))
+                }
+            })?;
+        issuer
+            .metrics
+            .record_signature("wit_svid", started.elapsed().as_secs_f64());
+        Ok(pb::NewWitsvidResponse {
+            svid: Some(pb::Witsvid {
                 spiffe_id: id.to_string(),
                 token: minted.token,
                 expires_at: unix_secs(minted.expiry),
@@ -885,6 +954,17 @@ impl Node for NodeService {
         let remote = info.as_ref().map(|i| i.remote_addr);
         let req = request.into_inner();
         self.observe("NewJWTSVID", remote, self.new_jwt(info.as_ref(), req))
+            .await
+    }
+
+    async fn new_witsvid(
+        &self,
+        request: Request<pb::NewWitsvidRequest>,
+    ) -> Result<Response<pb::NewWitsvidResponse>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe("NewWITSVID", remote, self.new_wit(info.as_ref(), req))
             .await
     }
 

@@ -567,3 +567,211 @@ fn pem_without_blocks_is_rejected() {
 fn to_pem_of_an_empty_bundle_is_empty() {
     assert_eq!(Bundle::new(td()).to_pem(), "");
 }
+
+// ----- WIT authorities -----
+
+/// The keys of `good-jwt-all-key-types.json` re-marked: the first two as WIT authorities
+/// (`wit-ec-p256`, `wit-ec-p384`), the others kept as JWT authorities.
+fn jwt_and_wit_document() -> Value {
+    let mut doc = json_of(&vector("good-jwt-all-key-types.json"));
+    for (i, kid) in [(0, "wit-ec-p256"), (1, "wit-ec-p384")] {
+        doc["keys"][i]["use"] = json!("wit-svid");
+        doc["keys"][i]["kid"] = json!(kid);
+    }
+    doc
+}
+
+fn decode_doc(doc: &Value) -> Result<Bundle, BundleError> {
+    Bundle::from_json(&td(), doc.to_string().as_bytes())
+}
+
+fn kids(authorities: &[JwtAuthority]) -> Vec<&str> {
+    authorities.iter().map(|a| a.key_id.as_str()).collect()
+}
+
+#[test]
+fn wit_authorities_decode_apart_from_jwt_authorities_and_round_trip() {
+    let bundle = decode_doc(&jwt_and_wit_document()).unwrap();
+    assert_eq!(
+        kids(&bundle.wit_authorities),
+        ["wit-ec-p256", "wit-ec-p384"]
+    );
+    assert_eq!(
+        kids(&bundle.jwt_authorities),
+        ["jwt-rsa-2048", "jwt-ed25519"]
+    );
+    for a in &bundle.wit_authorities {
+        assert_eq!(a.jwk["use"], "wit-svid");
+    }
+    assert_round_trips(&bundle);
+    // X.509, then JWT, then WIT authorities.
+    let doc = json_of(bundle.to_json().unwrap().as_bytes());
+    let uses: Vec<&str> = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["use"].as_str().unwrap())
+        .collect();
+    assert_eq!(uses, ["jwt-svid", "jwt-svid", "wit-svid", "wit-svid"]);
+}
+
+#[test]
+fn wit_key_id_used_by_an_earlier_jwt_key_is_refused() {
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][1]["kid"] = json!("jwt-rsa-2048");
+    // Key 1 (WIT) comes before key 2 (JWT) with the same kid: the JWT key is the second one.
+    assert_eq!(
+        decode_doc(&doc).unwrap_err(),
+        BundleError::KeyIdSharedAcrossUses {
+            index: 2,
+            kid: "jwt-rsa-2048".to_owned(),
+            usage: "jwt-svid",
+            other_index: 1,
+            other_usage: "wit-svid",
+        }
+    );
+}
+
+#[test]
+fn jwt_key_id_used_by_an_earlier_wit_key_is_refused() {
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][3]["kid"] = json!("wit-ec-p256");
+    let err = decode_doc(&doc).unwrap_err();
+    assert_eq!(
+        err,
+        BundleError::KeyIdSharedAcrossUses {
+            index: 3,
+            kid: "wit-ec-p256".to_owned(),
+            usage: "jwt-svid",
+            other_index: 0,
+            other_usage: "wit-svid",
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "key 3: key ID \"wit-ec-p256\" of this jwt-svid key is already used by the wit-svid key 0"
+    );
+}
+
+#[test]
+fn wit_key_ids_are_unique_among_wit_keys() {
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][1]["kid"] = json!("wit-ec-p256");
+    assert_eq!(
+        decode_doc(&doc).unwrap_err(),
+        BundleError::DuplicateKeyId {
+            index: 1,
+            kid: "wit-ec-p256".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn wit_keys_need_a_kid_and_no_private_parameters() {
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][1].as_object_mut().unwrap().remove("kid");
+    assert_eq!(
+        decode_doc(&doc).unwrap_err(),
+        BundleError::MissingKeyId { index: 1 }
+    );
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][1]["kid"] = json!("");
+    assert_eq!(
+        decode_doc(&doc).unwrap_err(),
+        BundleError::MissingKeyId { index: 1 }
+    );
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][0]["d"] = json!("AAAA");
+    assert_eq!(
+        decode_doc(&doc).unwrap_err(),
+        BundleError::PrivateKeyParameter {
+            index: 0,
+            field: "d"
+        }
+    );
+    let mut doc = jwt_and_wit_document();
+    doc["keys"][0]["x"] = json!("AAAA");
+    assert!(matches!(
+        decode_doc(&doc).unwrap_err(),
+        BundleError::KeyInvalidParameter {
+            index: 0,
+            field: "x",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn jwks_of_each_kind_hold_that_kind_alone() {
+    let mut bundle = decode_doc(&jwt_and_wit_document()).unwrap();
+    bundle.x509_authorities.push(ca_good());
+    let jwt = json_of(bundle.jwt_jwks_json().unwrap().as_bytes());
+    let wit = json_of(bundle.wit_jwks_json().unwrap().as_bytes());
+    let kids_of = |set: &Value| -> Vec<String> {
+        assert_eq!(set.as_object().unwrap().len(), 1, "only `keys`: {set}");
+        set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kids_of(&jwt), ["jwt-rsa-2048", "jwt-ed25519"]);
+    assert_eq!(kids_of(&wit), ["wit-ec-p256", "wit-ec-p384"]);
+    for key in wit["keys"].as_array().unwrap() {
+        assert_eq!(key["use"], "wit-svid");
+    }
+    assert_eq!(
+        json_of(Bundle::new(td()).wit_jwks_json().unwrap().as_bytes()),
+        json!({"keys": []})
+    );
+}
+
+#[test]
+fn encoder_refuses_a_key_id_shared_by_jwt_and_wit_authorities() {
+    let mut bundle = decode_doc(&jwt_and_wit_document()).unwrap();
+    // Re-key the second WIT authority with the first JWT authority's ID.
+    let mut shared = bundle.wit_authorities[1].clone();
+    shared.key_id = "jwt-rsa-2048".to_owned();
+    shared.jwk["kid"] = json!("jwt-rsa-2048");
+    bundle.wit_authorities[1] = shared;
+    for result in [
+        bundle.to_json(),
+        bundle.jwt_jwks_json(),
+        bundle.wit_jwks_json(),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, BundleError::WitAuthority { index: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "WIT authority 1: key ID \"jwt-rsa-2048\" is also used by JWT authority 0"
+        );
+    }
+}
+
+#[test]
+fn encoder_fills_in_wit_use_and_refuses_another_use() {
+    let mut jwk = jwt_ec_jwk();
+    let obj = jwk.as_object_mut().unwrap();
+    obj.remove("kid");
+    obj.remove("use");
+    let mut bundle = Bundle::new(td());
+    bundle.wit_authorities.push(JwtAuthority {
+        key_id: "w1".to_owned(),
+        jwk: jwk.clone(),
+    });
+    let decoded = Bundle::from_json(&td(), bundle.to_json().unwrap().as_bytes()).unwrap();
+    assert_eq!(decoded.wit_authorities[0].jwk["use"], "wit-svid");
+    assert_eq!(decoded.wit_authorities[0].jwk["kid"], "w1");
+    assert!(decoded.jwt_authorities.is_empty());
+
+    jwk["use"] = json!("jwt-svid");
+    bundle.wit_authorities[0].jwk = jwk;
+    assert!(matches!(
+        bundle.to_json().unwrap_err(),
+        BundleError::WitAuthority { index: 0, .. }
+    ));
+}

@@ -7,6 +7,7 @@
 mod bundle;
 mod id;
 mod svid;
+mod wit;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
