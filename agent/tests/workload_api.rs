@@ -20,12 +20,12 @@ use rcgen::{
 };
 use signet_agent::cache::{Cache, CachedSvid};
 use signet_agent::workload_api::{
-    self, AttestationFailure, IssuerFailure, MISSING_HEADER, MintedJwtSvid, NO_IDENTITY_ISSUED,
+    self, AttestationFailure, IssuerFailure, MISSING_HEADER, MintedToken, NO_IDENTITY_ISSUED,
     PeerCred, ProcessAttestation, ServeError, SvidIssuer, WorkloadAttestation,
 };
 use signet_attestors::workload::{CgroupConfig, UnixConfig};
 use signet_ca::KeyType;
-use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager};
+use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager, TokenKind};
 use signet_proto::workload as pb;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
@@ -50,6 +50,8 @@ struct Ca {
     issuer: Issuer<'static, KeyPair>,
     /// JWT authorities published in the bundle next to the CA certificate.
     jwt: Vec<JwtAuthority>,
+    /// WIT authorities, likewise.
+    wit: Vec<JwtAuthority>,
 }
 
 struct Minted {
@@ -87,6 +89,7 @@ impl Ca {
             der,
             issuer: Issuer::new(params, key),
             jwt: Vec::new(),
+            wit: Vec::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl Ca {
         let mut b = Bundle::new(self.td.clone());
         b.x509_authorities.push(self.der.clone());
         b.jwt_authorities = self.jwt.clone();
+        b.wit_authorities = self.wit.clone();
         b
     }
 
@@ -192,6 +196,10 @@ impl WorkloadAttestation for UidAttestor {
 /// and switches to make it refuse or be unreachable.
 struct JwtIssuer {
     keys: JwtKeyManager,
+    /// The WIT-SVID signing keys (a separate key set, as on the issuer).
+    wit_keys: JwtKeyManager,
+    /// Lifetime of minted WIT-SVIDs, seconds.
+    wit_ttl: AtomicU64,
     td: TrustDomain,
     ids: Mutex<HashMap<String, SpiffeId>>,
     mints: AtomicUsize,
@@ -206,20 +214,21 @@ impl JwtIssuer {
 
     fn with_key_type(td: &TrustDomain, key_type: KeyType) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let keys = JwtKeyManager::open(
-            JwtKeyConfig {
-                trust_domain: td.clone(),
-                key_type,
-                key_ttl: Duration::from_secs(86_400),
-                max_token_ttl: Duration::from_secs(86_400),
-                key_dir: dir.path().join("jwt"),
-            },
-            None,
-            SystemTime::now(),
-        )
-        .unwrap();
+        let config = |sub: &str| JwtKeyConfig {
+            trust_domain: td.clone(),
+            key_type,
+            key_ttl: Duration::from_secs(86_400),
+            max_token_ttl: Duration::from_secs(86_400),
+            key_dir: dir.path().join(sub),
+        };
+        let keys = JwtKeyManager::open(config("jwt"), None, SystemTime::now()).unwrap();
+        let wit_keys =
+            JwtKeyManager::open_for(TokenKind::WitSvid, config("wit"), None, SystemTime::now())
+                .unwrap();
         Self {
             keys,
+            wit_keys,
+            wit_ttl: AtomicU64::new(3600),
             td: td.clone(),
             ids: Mutex::new(HashMap::new()),
             mints: AtomicUsize::new(0),
@@ -255,7 +264,7 @@ impl SvidIssuer for JwtIssuer {
         &self,
         entry_id: &str,
         audience: &[String],
-    ) -> Result<MintedJwtSvid, IssuerFailure> {
+    ) -> Result<MintedToken, IssuerFailure> {
         if self.down.load(Ordering::SeqCst) {
             return Err(IssuerFailure::Unavailable("connection refused".into()));
         }
@@ -275,7 +284,38 @@ impl SvidIssuer for JwtIssuer {
                 None,
             )
             .map_err(|e| IssuerFailure::Unavailable(e.to_string()))?;
-        Ok(MintedJwtSvid::new(
+        Ok(MintedToken::new(
+            id,
+            minted.token,
+            minted.issued_at,
+            minted.expiry,
+        ))
+    }
+
+    async fn mint_wit_svid(
+        &self,
+        entry_id: &str,
+        public_key_spki: &[u8],
+    ) -> Result<MintedToken, IssuerFailure> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(IssuerFailure::Unavailable("connection refused".into()));
+        }
+        let Some(id) = self.ids.lock().unwrap().get(entry_id).cloned() else {
+            return Err(IssuerFailure::Refused(format!(
+                "entry {entry_id} is not authorized for this agent"
+            )));
+        };
+        self.mints.fetch_add(1, Ordering::SeqCst);
+        let minted = self
+            .wit_keys
+            .mint_wit_svid(
+                &id,
+                public_key_spki,
+                Duration::from_secs(self.wit_ttl.load(Ordering::SeqCst)),
+                SystemTime::now(),
+            )
+            .map_err(|e| IssuerFailure::Unavailable(e.to_string()))?;
+        Ok(MintedToken::new(
             id,
             minted.token,
             minted.issued_at,
@@ -396,9 +436,11 @@ impl Fixture {
         let mut partner = Ca::new("partner.example");
         let partner_jwt = JwtIssuer::new(&partner.td);
         partner.jwt = partner_jwt.authorities();
+        partner.wit = partner_jwt.wit_keys.authorities();
         let cache = Cache::new();
         let server = Server::start(cache);
         own.jwt = server.jwt.authorities();
+        own.wit = server.jwt.wit_keys.authorities();
         for (entry, path) in [
             ("e-a", "/workload/a"),
             ("e-b", "/workload/b"),
@@ -1376,21 +1418,216 @@ async fn validate_jwt_svid_accepts_own_and_federated_tokens_and_refuses_the_rest
     );
 }
 
+/// The WIT authorities of the JWK Sets a `FetchWITBundles` message carries, per trust domain.
+fn wit_bundles(msg: &pb::WitBundlesResponse) -> BTreeMap<String, Bundle> {
+    msg.bundles
+        .iter()
+        .map(|(td, jwks)| {
+            let name = td.strip_prefix("spiffe://").unwrap();
+            let jwks: serde_json::Value = serde_json::from_str(jwks).unwrap();
+            let keys = jwks["keys"].as_array().unwrap();
+            assert!(keys.iter().all(|k| k["use"] == "wit-svid"), "{jwks}");
+            let bundle = Bundle::from_json(
+                &TrustDomain::new(name).unwrap(),
+                jwks.to_string().as_bytes(),
+            )
+            .unwrap();
+            assert!(bundle.x509_authorities.is_empty() && bundle.jwt_authorities.is_empty());
+            (td.clone(), bundle)
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn the_wit_rpcs_of_the_experimental_branch_are_unknown_methods() {
+async fn wit_svids_bind_a_key_handed_to_the_workload_and_verify_with_a_proof_token() {
     let f = Fixture::start();
-    let mut grpc = tonic::client::Grpc::new(f.server.channel().await);
-    grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<pb::X509svidRequest, pb::X509svidResponse>::default();
-    let err = grpc
-        .server_streaming(
-            with_header(pb::X509svidRequest {}),
-            tonic::codegen::http::uri::PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchWITSVID"),
-            codec,
+    let mut raw = f.server.raw().await;
+    let mut stream = raw
+        .fetch_witsvid(with_header(pb::WitsvidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_message(&mut stream).await;
+    let ids: Vec<(&str, &str)> = first
+        .svids
+        .iter()
+        .map(|s| (s.spiffe_id.as_str(), s.hint.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("spiffe://example.org/workload/a", "internal"),
+            ("spiffe://example.org/workload/b", "external")
+        ]
+    );
+
+    // The WIT bundles: the own and the federated trust domain's WIT keys, nothing else.
+    let mut bundles_stream = raw
+        .fetch_wit_bundles(with_header(pb::WitBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let wit_msg = next_message(&mut bundles_stream).await;
+    assert!(!wit_msg.more);
+    let bundles = wit_bundles(&wit_msg);
+    assert_eq!(
+        bundles.keys().collect::<Vec<_>>(),
+        ["spiffe://example.org", "spiffe://partner.example"]
+    );
+    let kids = |a: &[JwtAuthority]| a.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        kids(&bundles["spiffe://example.org"].wit_authorities),
+        kids(&f.server.jwt.wit_keys.authorities())
+    );
+    assert_eq!(
+        kids(&bundles["spiffe://partner.example"].wit_authorities),
+        kids(&f.partner_jwt.wit_keys.authorities())
+    );
+    let own = bundles["spiffe://example.org"].clone();
+
+    let verifier = signet_sdk::WptVerifier::new();
+    let now = SystemTime::now();
+    for svid in &first.svids {
+        // The token validates as a WIT-SVID with the bundle from FetchWITBundles, and binds
+        // exactly the key handed over with it.
+        let validated = signet_spiffe::wit::validate_wit_svid(
+            &svid.wit_svid,
+            |_| Some(&own),
+            now,
+            Duration::ZERO,
         )
+        .unwrap();
+        assert_eq!(validated.spiffe_id.to_string(), svid.spiffe_id);
+        let key = signet_sdk::WitKey::from_private_jwk(&svid.wit_svid_key).unwrap();
+        let jwk: serde_json::Value = serde_json::from_str(&svid.wit_svid_key).unwrap();
+        assert_eq!(jwk["alg"], "ES256");
+        assert!(jwk["d"].is_string(), "a private JWK");
+        // A proof of possession made with that key verifies; a WIT-SVID is never a JWT-SVID.
+        let wpt = signet_sdk::mint_wpt(
+            &svid.wit_svid,
+            &key,
+            "https://api.example.org/flights",
+            Duration::from_secs(30),
+            now,
+            &signet_sdk::BoundTokens::default(),
+        )
+        .unwrap();
+        let caller = verifier
+            .verify(
+                &signet_sdk::WptRequest {
+                    wit: &svid.wit_svid,
+                    wpt: &wpt,
+                    audience: "https://api.example.org/flights",
+                    bound: signet_sdk::BoundTokens::default(),
+                },
+                |_| Some(&own),
+                now,
+            )
+            .unwrap();
+        assert_eq!(caller.spiffe_id.to_string(), svid.spiffe_id);
+        let err = validate(&mut raw, "https://api.example.org/flights", &svid.wit_svid)
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("wit+jwt"), "{}", err.message());
+    }
+    // Each identity has its own key.
+    assert_ne!(first.svids[0].wit_svid_key, first.svids[1].wit_svid_key);
+
+    // The same entry's WIT-SVID (and key) is shared by every stream while it is fresh.
+    let mut again = raw
+        .fetch_witsvid(with_header(pb::WitsvidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_message(&mut again).await, first);
+
+    // A WIT key rotation reaches the bundles stream.
+    f.server.jwt.wit_keys.prepare(SystemTime::now()).unwrap();
+    let mut bundle = f.own.bundle();
+    bundle.wit_authorities = f.server.jwt.wit_keys.authorities();
+    assert!(f.server.cache.set_bundle(bundle).unwrap());
+    let second = wit_bundles(&next_message(&mut bundles_stream).await);
+    assert_eq!(second["spiffe://example.org"].wit_authorities.len(), 2);
+}
+
+#[tokio::test]
+async fn an_open_wit_stream_renews_at_half_life_with_a_new_key() {
+    let f = Fixture::start();
+    f.server.jwt.wit_ttl.store(2, Ordering::SeqCst);
+    let mut raw = f.server.raw().await;
+    let mut stream = raw
+        .fetch_witsvid(with_header(pb::WitsvidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_message(&mut stream).await;
+    // Renewed after one second (half of two): a new token over a new key, for each identity.
+    let second = tokio::time::timeout(Duration::from_secs(10), next_message(&mut stream))
+        .await
+        .expect("a renewal within 10 s");
+    assert_eq!(second.svids.len(), first.svids.len());
+    for (a, b) in first.svids.iter().zip(&second.svids) {
+        assert_eq!(a.spiffe_id, b.spiffe_id);
+        assert_ne!(a.wit_svid, b.wit_svid);
+        assert_ne!(a.wit_svid_key, b.wit_svid_key);
+    }
+
+    // The issuer goes away: once every WIT-SVID has expired without renewal, the stream ends
+    // with Unavailable (the client reconnects).
+    f.server.jwt.down.store(true, Ordering::SeqCst);
+    let status = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Err(status) => return status,
+                Ok(None) => panic!("the stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("connection refused"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_wit_svid_refusals_are_clear() {
+    let f = Fixture::start();
+    let mut raw = f.server.raw().await;
+    let err = raw
+        .fetch_witsvid(Request::new(pb::WitsvidRequest {}))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, MISSING_HEADER)
+    );
+    let err = raw
+        .fetch_wit_bundles(Request::new(pb::WitBundlesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The issuer unreachable before anything was minted: Unavailable.
+    f.server.jwt.down.store(true, Ordering::SeqCst);
+    let err = raw
+        .fetch_witsvid(with_header(pb::WitsvidRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // No identity: exactly the standard's answer.
+    f.server.jwt.down.store(false, Ordering::SeqCst);
+    assert!(f.server.cache.remove_entries(&["e-a", "e-b"]));
+    let err = raw
+        .fetch_witsvid(with_header(pb::WitsvidRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::PermissionDenied, NO_IDENTITY_ISSUED)
+    );
 }
 
 #[tokio::test]

@@ -301,7 +301,8 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut background = JoinSet::new();
     background.spawn(federation.clone().run());
-    let rotation_every = rotation_interval(&[config.ca.ttl, config.jwt.key_ttl]);
+    let rotation_every =
+        rotation_interval(&[config.ca.ttl, config.jwt.key_ttl, config.wit.key_ttl]);
     background.spawn(rotation_loop(
         ca_sync.clone(),
         rotation_every,

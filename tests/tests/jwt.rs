@@ -8,6 +8,9 @@
 //! - Two issuers of different trust domains, federated both ways over `https_spiffe`: a workload
 //!   of each validates the other's JWT-SVID through `ValidateJWTSVID` (the Rust `spiffe` crate as
 //!   the client), and the two complete mutual TLS with their X509-SVIDs (Python `spiffe-tls`).
+//! - WIT-SVIDs from the real agent: the token validates with the WIT bundle of `FetchWITBundles`,
+//!   its key proves possession through a Workload Proof Token that signet-sdk verifies, and PyJWT
+//!   checks the same token and signs a WPT with the served key that signet-sdk accepts too.
 //! - JWT key rotation with a 12 s key lifetime and 6 s tokens: for half a minute a workload keeps
 //!   fetching tokens and two agents keep validating them; no valid token ever fails, while the
 //!   signing key changes several times.
@@ -424,4 +427,135 @@ fn jwt_key_rotation_with_short_ttls_never_fails_a_valid_token() {
         .filter(|l| l.contains("JWT key rotation") && l.contains("activated"))
         .count();
     assert!(activations >= 3, "{activations} activations");
+}
+
+#[test]
+fn wit_svids_from_the_real_agent_prove_possession_and_interoperate_with_pyjwt() {
+    use signet_proto::workload as pb;
+    let issuer = IssuerBuilder::new().start().unwrap();
+    let id = "spiffe://example.org/agents/planner";
+    let agent = agent_with_entries(
+        &issuer,
+        "example.org",
+        &[Registration::uid(id, current_uid().unwrap())],
+        &[],
+        |b| b,
+    );
+    let audience = "https://flights.example.org/search";
+    let (svid, jwks) = runtime().block_on(async {
+        let endpoint =
+            signet_agent::cli::client::WorkloadEndpoint::parse(&agent.endpoint()).unwrap();
+        let mut c = endpoint.connect().await.unwrap();
+        use signet_agent::cli::client::request;
+        let mut svids = c
+            .fetch_witsvid(request(pb::WitsvidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = svids.message().await.unwrap().unwrap();
+        let mut bundles = c
+            .fetch_wit_bundles(request(pb::WitBundlesRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let b = bundles.message().await.unwrap().unwrap();
+        assert_eq!(first.svids.len(), 1);
+        (
+            first.svids.into_iter().next().unwrap(),
+            b.bundles["spiffe://example.org"].clone(),
+        )
+    });
+    assert_eq!(svid.spiffe_id, id);
+    // The WIT bundle holds exactly the issuer's published WIT keys.
+    let td = TrustDomain::new("example.org").unwrap();
+    let served = Bundle::from_json(&td, jwks.as_bytes()).unwrap();
+    let published = own_bundle(&issuer, "example.org");
+    let kids = |b: &Bundle| -> BTreeSet<String> {
+        b.wit_authorities.iter().map(|a| a.key_id.clone()).collect()
+    };
+    assert_eq!(kids(&served), kids(&published));
+    assert!(!kids(&served).is_empty());
+    assert!(
+        kids(&served).is_disjoint(&jwt_kids(&published)),
+        "separate key sets"
+    );
+
+    // signet-sdk: the WIT-SVID and a WPT made with the served key.
+    let key = signet_sdk::WitKey::from_private_jwk(&svid.wit_svid_key).unwrap();
+    let now = std::time::SystemTime::now();
+    let wpt = signet_sdk::mint_wpt(
+        &svid.wit_svid,
+        &key,
+        audience,
+        Duration::from_secs(30),
+        now,
+        &signet_sdk::BoundTokens::default(),
+    )
+    .unwrap();
+    let verifier = signet_sdk::WptVerifier::new();
+    let verify = |wpt: &str| {
+        verifier.verify(
+            &signet_sdk::WptRequest {
+                wit: &svid.wit_svid,
+                wpt,
+                audience,
+                bound: signet_sdk::BoundTokens::default(),
+            },
+            |t| (*t == td).then_some(&served),
+            std::time::SystemTime::now(),
+        )
+    };
+    let caller = verify(&wpt).unwrap();
+    assert_eq!(caller.spiffe_id.to_string(), id);
+    // The same WPT again is a replay.
+    assert!(matches!(
+        verify(&wpt),
+        Err(signet_sdk::WptError::Replayed { .. })
+    ));
+
+    // PyJWT: verifies the WIT-SVID and the Rust WPT, and signs its own WPT with the served key.
+    let Some(python) = venv_python() else { return };
+    let (status, doc, out) = run_json(python_command(
+        &python,
+        &agent.endpoint(),
+        "wit_verify.py",
+        &[
+            "--wit",
+            &svid.wit_svid,
+            "--key",
+            &svid.wit_svid_key,
+            "--jwks",
+            &jwks,
+            "--audience",
+            audience,
+            "--wpt",
+            &wpt,
+        ],
+        None,
+    ));
+    assert!(status.success(), "wit_verify.py failed: {out:?}");
+    assert_eq!(doc["wit_header"]["typ"], "wit+jwt");
+    assert_eq!(doc["wit_claims"]["sub"], id);
+    assert!(
+        doc["wit_claims"].get("aud").is_none(),
+        "a WIT has no audience"
+    );
+    assert_eq!(doc["key_matches_cnf"], true);
+    assert_eq!(doc["rust_wpt_header"]["typ"], "wpt+jwt");
+    assert_eq!(doc["rust_wpt_claims"]["aud"], audience);
+    assert_eq!(doc["rust_wpt_wth_ok"], true);
+    let python_wpt = doc["python_wpt"].as_str().unwrap();
+    let caller = verify(python_wpt).unwrap();
+    assert_eq!(caller.spiffe_id.to_string(), id);
+    // A WPT for another target is refused.
+    let other = signet_sdk::mint_wpt(
+        &svid.wit_svid,
+        &key,
+        "https://evil.example.org/",
+        Duration::from_secs(30),
+        std::time::SystemTime::now(),
+        &signet_sdk::BoundTokens::default(),
+    )
+    .unwrap();
+    assert!(verify(&other).is_err());
 }

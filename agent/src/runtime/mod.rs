@@ -43,7 +43,7 @@ use crate::runtime::identity::{IdentityManager, IdentityState};
 use crate::runtime::persist::DataDir;
 use crate::runtime::push::PushTrigger;
 use crate::runtime::sync::Syncer;
-use crate::workload_api::{IssuerFailure, MintedJwtSvid, SvidIssuer, WorkloadAttestation};
+use crate::workload_api::{IssuerFailure, MintedToken, SvidIssuer, WorkloadAttestation};
 
 /// How long shutdown waits for each task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -168,31 +168,53 @@ impl Shared {
 /// The issuer as the Workload API sees it: JWT-SVIDs minted over the node API.
 struct NodeApiIssuer(Arc<Shared>);
 
+/// An issuer refusal (`PermissionDenied`, `NotFound`: the entry is not, or no longer, this
+/// agent's) or an outage (anything else).
+fn issuer_failure(e: &crate::node_client::NodeClientError) -> IssuerFailure {
+    match e.code() {
+        Some(tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
+            IssuerFailure::Refused(e.to_string())
+        }
+        _ => IssuerFailure::Unavailable(e.to_string()),
+    }
+}
+
 #[async_trait::async_trait]
 impl SvidIssuer for NodeApiIssuer {
     async fn mint_jwt_svid(
         &self,
         entry_id: &str,
         audience: &[String],
-    ) -> Result<MintedJwtSvid, IssuerFailure> {
-        let minted = {
+    ) -> Result<MintedToken, IssuerFailure> {
+        let svid = {
             let _gate = self.0.rpc_gate.read().await;
             self.0.client.new_jwt_svid(entry_id, audience).await
-        };
-        match minted {
-            Ok(svid) => Ok(MintedJwtSvid::new(
-                svid.spiffe_id,
-                svid.token,
-                svid.issued_at,
-                svid.expires_at,
-            )),
-            Err(e) => Err(match e.code() {
-                Some(tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
-                    IssuerFailure::Refused(e.to_string())
-                }
-                _ => IssuerFailure::Unavailable(e.to_string()),
-            }),
         }
+        .map_err(|e| issuer_failure(&e))?;
+        Ok(MintedToken::new(
+            svid.spiffe_id,
+            svid.token,
+            svid.issued_at,
+            svid.expires_at,
+        ))
+    }
+
+    async fn mint_wit_svid(
+        &self,
+        entry_id: &str,
+        public_key_spki: &[u8],
+    ) -> Result<MintedToken, IssuerFailure> {
+        let svid = {
+            let _gate = self.0.rpc_gate.read().await;
+            self.0.client.new_wit_svid(entry_id, public_key_spki).await
+        }
+        .map_err(|e| issuer_failure(&e))?;
+        Ok(MintedToken::new(
+            svid.spiffe_id,
+            svid.token,
+            svid.issued_at,
+            svid.expires_at,
+        ))
     }
 }
 

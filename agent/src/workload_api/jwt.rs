@@ -7,15 +7,13 @@
 //! audience set (renewed at half-life, single flight, bounded: see [`super::tokens`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use prost_types::value::Kind;
 use serde_json::Value;
-use signet_spiffe::SpiffeId;
-use zeroize::Zeroizing;
 
-use super::tokens::{Token, TokenCache};
-use super::{IssuerFailure, MintedJwtSvid, SvidIssuer};
+use super::tokens::TokenCache;
+use super::{IssuerFailure, MintedToken, SvidIssuer};
 use crate::cache::CachedSvid;
 
 /// Most tokens kept at once (a JWT-SVID is a few hundred bytes: a few MB at most).
@@ -31,7 +29,7 @@ pub const MAX_AUDIENCE_LEN: usize = 1024;
 pub const MAX_AUDIENCES: usize = 32;
 
 /// The JWT-SVID cache: entry ID and normalized audience set -> token.
-pub type JwtSvidCache = TokenCache<(String, Box<[String]>), MintedJwtSvid>;
+pub type JwtSvidCache = TokenCache<(String, Box<[String]>), MintedToken>;
 
 /// An empty JWT-SVID cache of [`MAX_CACHED_TOKENS`].
 pub fn new_cache() -> JwtSvidCache {
@@ -45,7 +43,7 @@ pub async fn jwt_svid_for(
     issuer: &dyn SvidIssuer,
     svid: &CachedSvid,
     audience: &[String],
-) -> Result<Arc<MintedJwtSvid>, IssuerFailure> {
+) -> Result<Arc<MintedToken>, IssuerFailure> {
     let entry_id = svid.entry_id.to_string();
     let key = (entry_id.clone(), Box::<[String]>::from(audience));
     cache
@@ -53,18 +51,6 @@ pub async fn jwt_svid_for(
             issuer.mint_jwt_svid(&entry_id, audience)
         })
         .await
-}
-
-impl Token for MintedJwtSvid {
-    fn spiffe_id(&self) -> &SpiffeId {
-        &self.spiffe_id
-    }
-    fn issued_at(&self) -> SystemTime {
-        self.issued_at
-    }
-    fn expires_at(&self) -> SystemTime {
-        self.expires_at
-    }
 }
 
 /// Sorts and de-duplicates the requested audiences, or says why the request is invalid.
@@ -90,23 +76,6 @@ pub fn normalize_audience(audience: &[String]) -> Result<Box<[String]>, String> 
         ));
     }
     Ok(v.into_boxed_slice())
-}
-
-impl MintedJwtSvid {
-    /// A minted token.
-    pub fn new(
-        spiffe_id: signet_spiffe::SpiffeId,
-        token: String,
-        issued_at: SystemTime,
-        expires_at: SystemTime,
-    ) -> Self {
-        Self {
-            spiffe_id,
-            token: Zeroizing::new(token),
-            issued_at,
-            expires_at,
-        }
-    }
 }
 
 /// A JSON value as a `google.protobuf.Value` (numbers become doubles, as the protobuf JSON
@@ -170,7 +139,7 @@ pub fn struct_to_json_object(s: &prost_types::Struct) -> serde_json::Map<String,
 pub(crate) mod testing {
     use async_trait::async_trait;
 
-    use super::super::{IssuerFailure, MintedJwtSvid, SvidIssuer};
+    use super::super::{IssuerFailure, MintedToken, SvidIssuer};
 
     /// An issuer that is never reachable.
     pub(crate) struct NoIssuer;
@@ -181,7 +150,15 @@ pub(crate) mod testing {
             &self,
             _entry_id: &str,
             _audience: &[String],
-        ) -> Result<MintedJwtSvid, IssuerFailure> {
+        ) -> Result<MintedToken, IssuerFailure> {
+            Err(IssuerFailure::Unavailable("no issuer in this test".into()))
+        }
+
+        async fn mint_wit_svid(
+            &self,
+            _entry_id: &str,
+            _public_key_spki: &[u8],
+        ) -> Result<MintedToken, IssuerFailure> {
             Err(IssuerFailure::Unavailable("no issuer in this test".into()))
         }
     }

@@ -53,6 +53,7 @@ mod interop_tests;
 pub mod jwt;
 mod service;
 pub mod tokens;
+pub mod wit;
 
 pub use attest::ProcessAttestation;
 pub use conn::{ProcessPin, WorkloadConnectInfo};
@@ -111,10 +112,10 @@ pub trait WorkloadAttestation: Send + Sync {
     async fn attest(&self, peer: PeerCred) -> Result<Vec<(String, String)>, AttestationFailure>;
 }
 
-/// A JWT-SVID the issuer minted for an entry.
+/// A token (JWT-SVID or WIT-SVID) the issuer minted for an entry.
 ///
-/// `Debug` never prints the token (a bearer credential).
-pub struct MintedJwtSvid {
+/// `Debug` never prints the token (a credential).
+pub struct MintedToken {
     /// Its `sub`: the entry's SPIFFE ID.
     pub spiffe_id: SpiffeId,
     /// The token (JWS compact serialization), wiped when dropped.
@@ -125,14 +126,43 @@ pub struct MintedJwtSvid {
     pub expires_at: std::time::SystemTime,
 }
 
-impl std::fmt::Debug for MintedJwtSvid {
+impl std::fmt::Debug for MintedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintedJwtSvid")
+        f.debug_struct("MintedToken")
             .field("spiffe_id", &self.spiffe_id.to_string())
             .field("token", &"<redacted>")
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .finish()
+    }
+}
+
+impl MintedToken {
+    /// A minted token.
+    pub fn new(
+        spiffe_id: SpiffeId,
+        token: String,
+        issued_at: std::time::SystemTime,
+        expires_at: std::time::SystemTime,
+    ) -> Self {
+        Self {
+            spiffe_id,
+            token: Zeroizing::new(token),
+            issued_at,
+            expires_at,
+        }
+    }
+}
+
+impl tokens::Token for MintedToken {
+    fn spiffe_id(&self) -> &SpiffeId {
+        &self.spiffe_id
+    }
+    fn issued_at(&self) -> std::time::SystemTime {
+        self.issued_at
+    }
+    fn expires_at(&self) -> std::time::SystemTime {
+        self.expires_at
     }
 }
 
@@ -149,8 +179,9 @@ pub enum IssuerFailure {
     Refused(String),
 }
 
-/// Mints the credentials that depend on the request (JWT-SVIDs, whose audience the workload
-/// chooses) for entries the agent already serves. The agent runtime implements it over the node
+/// Mints the credentials that are made on demand rather than pushed ahead of time, for entries
+/// the agent already serves: JWT-SVIDs (whose audience the workload chooses) and WIT-SVIDs (bound
+/// to a key the agent generates for the workload). The agent runtime implements it over the node
 /// API; tests plug in their own.
 #[async_trait]
 pub trait SvidIssuer: Send + Sync {
@@ -159,7 +190,15 @@ pub trait SvidIssuer: Send + Sync {
         &self,
         entry_id: &str,
         audience: &[String],
-    ) -> Result<MintedJwtSvid, IssuerFailure>;
+    ) -> Result<MintedToken, IssuerFailure>;
+
+    /// A WIT-SVID for `entry_id` binding the public key `public_key_spki` (SubjectPublicKeyInfo
+    /// DER) in its `cnf.jwk`.
+    async fn mint_wit_svid(
+        &self,
+        entry_id: &str,
+        public_key_spki: &[u8],
+    ) -> Result<MintedToken, IssuerFailure>;
 }
 
 /// Why the server stopped with an error.

@@ -18,6 +18,7 @@ use tracing::{Instrument as _, Span};
 use zeroize::Zeroize as _;
 
 use super::jwt::{self, JwtSvidCache, VALIDATION_LEEWAY};
+use super::wit::{self, WitSvidCache};
 use super::{
     IssuerFailure, MISSING_HEADER, NO_IDENTITY_ISSUED, PeerCred, ProcessPin, SECURITY_HEADER,
     SvidIssuer, WorkloadAttestation, WorkloadConnectInfo,
@@ -40,6 +41,7 @@ pub struct WorkloadApiService {
     attestor: Arc<dyn WorkloadAttestation>,
     issuer: Arc<dyn SvidIssuer>,
     jwt: Arc<JwtSvidCache>,
+    wit: Arc<WitSvidCache>,
     stop: watch::Receiver<bool>,
 }
 
@@ -58,6 +60,7 @@ impl WorkloadApiService {
             attestor,
             issuer,
             jwt: Arc::new(jwt::new_cache()),
+            wit: Arc::new(wit::new_cache()),
             stop,
         }
     }
@@ -198,6 +201,37 @@ impl WorkloadApiService {
         Ok(selectors)
     }
 
+    /// `FetchWITSVID`: admission, the first message (WIT-SVIDs minted if need be), then one
+    /// message per change of what the caller is served, WIT-SVIDs renewed at half-life.
+    async fn wit_stream(
+        &self,
+        request: Request<()>,
+        span: Span,
+    ) -> Result<ResultStream<pb::WitsvidResponse>, Status> {
+        let selectors = self.admit(&request, &span).await?;
+        let mut w = WitWatcher {
+            rx: self.cache.subscribe(),
+            stop: self.stop.clone(),
+            selectors,
+            issuer: self.issuer.clone(),
+            wits: self.wit.clone(),
+            last_sent: None,
+            next_wake: Instant::now(),
+            done: false,
+            span,
+        };
+        let first = w.answer().await.inspect_err(log_refusal)?;
+        tracing::debug!(svids = first.svids.len(), "sending the first message");
+        w.last_sent = Some(Sent(first.clone()));
+        let updates = stream::unfold(w, |w| {
+            let span = w.span.clone();
+            next_wit_update(w).instrument(span)
+        });
+        Ok(stream::once(async move { Ok(first) })
+            .chain(updates)
+            .boxed())
+    }
+
     /// Admission, first message and update stream of one streaming RPC.
     async fn open_stream<M: Message>(
         &self,
@@ -320,16 +354,25 @@ impl SpiffeWorkloadApi for WorkloadApiService {
 
     async fn fetch_witsvid(
         &self,
-        _request: Request<pb::WitsvidRequest>,
+        request: Request<pb::WitsvidRequest>,
     ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
-        Err(Status::unimplemented("WIT-SVIDs are not served yet"))
+        let span = rpc_span("FetchWITSVID");
+        let request = request.map(|_| ());
+        self.wit_stream(request, span.clone())
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     async fn fetch_wit_bundles(
         &self,
-        _request: Request<pb::WitBundlesRequest>,
+        request: Request<pb::WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        Err(Status::unimplemented("WIT-SVIDs are not served yet"))
+        let span = rpc_span("FetchWITBundles");
+        let request = request.map(|_| ());
+        self.open_stream(request, span.clone())
+            .instrument(span)
+            .await
     }
 }
 
@@ -521,6 +564,160 @@ impl Message for pb::JwtBundlesResponse {
             bundles.insert(own.trust_domain.id_string(), jwks);
         }
         pb::JwtBundlesResponse { bundles }
+    }
+}
+
+impl Message for pb::WitBundlesResponse {
+    fn render(snapshot: &Snapshot, svids: &[Arc<CachedSvid>]) -> Self {
+        let jwks = |b: &Bundle| {
+            b.wit_jwks_json()
+                .inspect_err(|e| {
+                    tracing::error!(trust_domain = %b.trust_domain, error = %e, "cannot encode the WIT authorities of a bundle; not sent");
+                })
+                .ok()
+        };
+        let mut bundles: std::collections::HashMap<String, String> = snapshot
+            .federated_for(svids)
+            .into_iter()
+            .filter_map(|(td, b)| Some((td.id_string(), jwks(b)?)))
+            .collect();
+        if let Some(own) = &snapshot.bundle
+            && let Some(j) = jwks(own)
+        {
+            bundles.insert(own.trust_domain.id_string(), j);
+        }
+        pb::WitBundlesResponse {
+            bundles,
+            more: false,
+        }
+    }
+}
+
+impl Message for pb::WitsvidResponse {
+    /// Not rendered from a snapshot alone (the tokens are minted): see [`WitWatcher::answer`].
+    fn render(_snapshot: &Snapshot, _svids: &[Arc<CachedSvid>]) -> Self {
+        pb::WitsvidResponse { svids: Vec::new() }
+    }
+
+    fn scrub(&mut self) {
+        for svid in &mut self.svids {
+            svid.wit_svid_key.zeroize();
+        }
+    }
+}
+
+/// The state of one open `FetchWITSVID` stream.
+struct WitWatcher {
+    rx: watch::Receiver<Arc<Snapshot>>,
+    stop: watch::Receiver<bool>,
+    selectors: Vec<(String, String)>,
+    issuer: Arc<dyn SvidIssuer>,
+    wits: Arc<WitSvidCache>,
+    last_sent: Option<Sent<pb::WitsvidResponse>>,
+    next_wake: Instant,
+    done: bool,
+    span: Span,
+}
+
+impl WitWatcher {
+    /// The full answer now: a WIT-SVID for each identity of the caller (cached while fresh,
+    /// else minted), and when to look again (the first renewal or SVID expiry; soon after a
+    /// failure). An identity whose WIT-SVID cannot be minted and has none valid is left out; with
+    /// none at all the stream ends `Unavailable`.
+    async fn answer(&mut self) -> Result<pb::WitsvidResponse, Status> {
+        let snapshot = self.rx.borrow_and_update().clone();
+        let now = SystemTime::now();
+        let served = evaluate(&snapshot, &self.selectors, now)?;
+        let minted = futures::future::join_all(
+            served
+                .svids
+                .iter()
+                .map(|s| wit::wit_svid_for(&self.wits, self.issuer.as_ref(), s)),
+        )
+        .await;
+        let mut wake = next_wake(&served.svids, now);
+        let retry = Instant::now() + wit::RETRY_AFTER;
+        let mut svids = Vec::with_capacity(minted.len());
+        let mut failure = None;
+        for (svid, result) in served.svids.iter().zip(minted) {
+            match result {
+                Ok(w) => {
+                    use super::tokens::Token as _;
+                    let renew = match w.renew_at().duration_since(SystemTime::now()) {
+                        Ok(d) => Instant::now() + d,
+                        // Served past half-life: the renewal failed; try again soon.
+                        Err(_) => retry,
+                    };
+                    wake = wake.min(renew);
+                    svids.push(pb::Witsvid {
+                        spiffe_id: svid.spiffe_id.to_string(),
+                        wit_svid: w.token.token.to_string(),
+                        wit_svid_key: w.private_jwk.to_string(),
+                        hint: svid.hint.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(entry_id = %svid.entry_id, error = %e, "cannot mint a WIT-SVID");
+                    wake = wake.min(retry);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        self.next_wake = wake;
+        match failure {
+            Some(e) if svids.is_empty() => Err(match e {
+                IssuerFailure::Refused(m) => Status::permission_denied(m),
+                IssuerFailure::Unavailable(m) => {
+                    Status::unavailable(format!("cannot mint a WIT-SVID: {m}"))
+                }
+            }),
+            _ => Ok(pb::WitsvidResponse { svids }),
+        }
+    }
+}
+
+/// Waits for the next message of a `FetchWITSVID` stream (or the status that ends it).
+async fn next_wit_update(
+    mut w: WitWatcher,
+) -> Option<(Result<pb::WitsvidResponse, Status>, WitWatcher)> {
+    loop {
+        if w.done {
+            return None;
+        }
+        let wake = tokio::select! {
+            biased;
+            _ = w.stop.wait_for(|stop| *stop) => Wake::Stop,
+            changed = w.rx.changed() => match changed {
+                Ok(()) => Wake::Check,
+                Err(_) => Wake::CacheGone,
+            },
+            () = tokio::time::sleep_until(w.next_wake) => Wake::Check,
+        };
+        match wake {
+            Wake::Check => {}
+            Wake::Stop => {
+                w.done = true;
+                return Some((Err(Status::unavailable("the agent is shutting down")), w));
+            }
+            Wake::CacheGone => {
+                w.done = true;
+                return Some((Err(Status::unavailable("the agent's cache is gone")), w));
+            }
+        }
+        let message = match w.answer().await {
+            Ok(m) => m,
+            Err(status) => {
+                log_refusal(&status);
+                w.done = true;
+                return Some((Err(status), w));
+            }
+        };
+        if w.last_sent.as_ref().is_some_and(|s| s.0 == message) {
+            continue;
+        }
+        tracing::debug!(svids = message.svids.len(), "sending an update");
+        w.last_sent = Some(Sent(message.clone()));
+        return Some((Ok(message), w));
     }
 }
 
