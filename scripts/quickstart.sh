@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a working signet-issuer and signet-agent on this machine (embedded SQLite, no other
-# setup), registers the current user's processes (unix:uid) and fetches an X509-SVID from the
-# agent's SPIFFE Workload API socket. Both keep running in the background; their state and logs
+# setup), registers the current user's processes (unix:uid), fetches an X509-SVID from the agent's
+# SPIFFE Workload API socket, then a JWT-SVID, and has the agent validate it. Both keep running in the background; their state and logs
 # live in $SIGNET_QUICKSTART_DIR (default /tmp/signet-quickstart). Run it again to restart them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +78,11 @@ echo "==> fetching an X509-SVID from the Workload API"
 "$AGENT" api fetch x509 --write "$DIR/svid"
 openssl verify -CAfile "$DIR/svid/bundle.0.pem" "$DIR/svid/svid.0.pem"
 
+echo "==> fetching a JWT-SVID for the audience 'quickstart' and validating it through the agent"
+JWT=$("$AGENT" api fetch jwt --audience quickstart | tail -n 1)
+"$AGENT" api fetch jwt --audience quickstart | head -n 1
+"$AGENT" api validate jwt --audience quickstart --token "$JWT"
+
 cat <<MSG
 
 signet-issuer (pid $(cat "$DIR/issuer.pid")) and signet-agent (pid $(cat "$DIR/agent.pid")) are running.
@@ -87,6 +92,7 @@ Point any SPIFFE client at the agent:
 
 Processes of uid $(id -u) receive spiffe://$TD/quickstart/workload. Try:
     $AGENT api watch                        # follow rotations (SVID TTL 10m)
+    $AGENT api fetch jwt --audience my-api  # a JWT-SVID for an HTTP API
     $ISSUER entry show --socket-path $DIR/private/admin.sock
 Stop: kill \$(cat $DIR/agent.pid) \$(cat $DIR/issuer.pid)
 MSG
