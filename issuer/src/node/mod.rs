@@ -53,10 +53,8 @@ use tls::NodeConnectInfo;
 /// The most items in one `BatchNewX509SVID` call.
 pub const MAX_BATCH: usize = 500;
 
-/// The most audience values in one `NewJWTSVID` call.
-pub const MAX_AUDIENCES: usize = 32;
-/// The longest audience value (bytes) in a `NewJWTSVID` call.
-pub const MAX_AUDIENCE_LEN: usize = 1024;
+/// The most audience values in one `NewJWTSVID` call, and the longest one (bytes).
+pub use crate::entries::{MAX_AUDIENCE_LEN, MAX_AUDIENCES};
 
 /// Time allowed for a whole attestation (including the agent's challenge answers).
 pub(crate) const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -593,25 +591,8 @@ impl NodeService {
         if req.entry_id.is_empty() {
             return Err(Status::invalid_argument("entry_id is required"));
         }
-        if req.audience.is_empty() {
-            return Err(Status::invalid_argument(
-                "at least one audience is required",
-            ));
-        }
-        if req.audience.len() > MAX_AUDIENCES {
-            return Err(Status::invalid_argument(format!(
-                "{} audiences; at most {MAX_AUDIENCES}",
-                req.audience.len()
-            )));
-        }
-        if req.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("an audience is empty"));
-        }
-        if req.audience.iter().any(|a| a.len() > MAX_AUDIENCE_LEN) {
-            return Err(Status::invalid_argument(format!(
-                "an audience is longer than {MAX_AUDIENCE_LEN} bytes"
-            )));
-        }
+        crate::entries::validate_audiences(&req.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = SystemTime::now();
         let authorized = self.authorized(&caller, 0, unix_secs(now)).await?;
         let entry = match authorized.get(&req.entry_id) {
