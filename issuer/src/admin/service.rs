@@ -66,9 +66,9 @@ fn parse_selectors(values: &[String]) -> Result<Vec<signet_store::Selector>, Sta
         .collect()
 }
 
-/// The TTL of a minted SVID: `requested` seconds, or `default` when 0; refused above `max` (`bound`
-/// names it in the error).
-fn mint_ttl(
+/// The TTL of a minted SVID or a join token: `requested` seconds, or `default` when 0; refused
+/// above `max` (`bound` names it in the error).
+fn requested_ttl(
     requested: u32,
     default: Duration,
     max: Duration,
@@ -408,17 +408,12 @@ impl AdminService {
         actor: String,
         r: pb::GenerateJoinTokenRequest,
     ) -> Result<pb::GenerateJoinTokenResponse, Status> {
-        let ttl = match r.ttl {
-            0 => DEFAULT_JOIN_TOKEN_TTL,
-            s => Duration::from_secs(u64::from(s)),
-        };
-        if ttl > MAX_JOIN_TOKEN_TTL {
-            return Err(Status::invalid_argument(format!(
-                "ttl {}s is out of range: a join token lives at most {}s",
-                ttl.as_secs(),
-                MAX_JOIN_TOKEN_TTL.as_secs()
-            )));
-        }
+        let ttl = requested_ttl(
+            r.ttl,
+            DEFAULT_JOIN_TOKEN_TTL,
+            MAX_JOIN_TOKEN_TTL,
+            "the longest join token TTL",
+        )?;
         let td = &self.issuer.trust_domain;
         let alias = if r.alias_spiffe_id.is_empty() {
             None
@@ -672,7 +667,7 @@ impl AdminService {
     ) -> Result<pb::MintX509SvidResponse, Status> {
         let td = &self.issuer.trust_domain;
         let id = entries::parse_workload_id("spiffe_id", &r.spiffe_id, td).map_err(invalid)?;
-        let ttl = mint_ttl(
+        let ttl = requested_ttl(
             r.ttl,
             self.issuer.defaults.x509_svid_ttl,
             self.opts.ca_ttl,
@@ -739,7 +734,7 @@ impl AdminService {
         let id = entries::parse_workload_id("spiffe_id", &r.spiffe_id, &issuer.trust_domain)
             .map_err(invalid)?;
         entries::validate_audiences(&r.audience).map_err(invalid)?;
-        let ttl = mint_ttl(
+        let ttl = requested_ttl(
             r.ttl_seconds,
             issuer.defaults.jwt_svid_ttl,
             issuer.jwt.config().max_token_ttl,
