@@ -14,6 +14,10 @@
 //! - `dns_names`: RFC 1123 host names, a `*` only as the whole leftmost label; sorted, de-duplicated.
 //! - `hint`: at most [`MAX_HINT_LEN`] bytes; `federates_with`: valid trust domains other than ours.
 //! - `expires_at`: in the future.
+//!
+//! The audiences of a JWT-SVID ([`validate_audiences`], node API `NewJWTSVID` and admin
+//! `MintJwtSvid`): at least one, at most [`MAX_AUDIENCES`], none empty, each at most
+//! [`MAX_AUDIENCE_LEN`] bytes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +38,10 @@ pub const MAX_SELECTOR_TYPE_LEN: usize = 64;
 pub const MAX_DNS_NAMES: usize = 64;
 /// Most federated trust domains per entry.
 pub const MAX_FEDERATES_WITH: usize = 64;
+/// Most audience values of one JWT-SVID.
+pub const MAX_AUDIENCES: usize = 32;
+/// Longest audience value of a JWT-SVID, in bytes.
+pub const MAX_AUDIENCE_LEN: usize = 1024;
 
 /// Why an entry (or a selector, ID or DNS name) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +139,25 @@ pub enum EntryError {
         value: i64,
         /// The current time, Unix seconds.
         now: i64,
+    },
+    /// A JWT-SVID without audience.
+    #[error("at least one audience is required")]
+    NoAudience,
+    /// An empty audience value.
+    #[error("audience {position} of {count} is empty: an audience is a non-empty string")]
+    EmptyAudience {
+        /// Its position, from 1.
+        position: usize,
+        /// How many audiences were given.
+        count: usize,
+    },
+    /// An audience value that is too long.
+    #[error("audience {position} is {len} bytes long: at most {MAX_AUDIENCE_LEN} are allowed")]
+    AudienceTooLong {
+        /// Its position, from 1.
+        position: usize,
+        /// Its length in bytes.
+        len: usize,
     },
     /// Too many values in a list field.
     #[error("{field}: {count} values given, at most {max} are allowed")]
@@ -350,6 +377,30 @@ fn check_ttl(field: &'static str, seconds: u32, max: Duration) -> Result<(), Ent
 fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), EntryError> {
     if count > max {
         return Err(EntryError::TooMany { field, count, max });
+    }
+    Ok(())
+}
+
+/// Checks the audiences of a JWT-SVID: at least one, at most [`MAX_AUDIENCES`], none empty, each
+/// at most [`MAX_AUDIENCE_LEN`] bytes.
+pub fn validate_audiences(audience: &[String]) -> Result<(), EntryError> {
+    if audience.is_empty() {
+        return Err(EntryError::NoAudience);
+    }
+    check_count("audience", audience.len(), MAX_AUDIENCES)?;
+    for (i, a) in audience.iter().enumerate() {
+        if a.is_empty() {
+            return Err(EntryError::EmptyAudience {
+                position: i + 1,
+                count: audience.len(),
+            });
+        }
+        if a.len() > MAX_AUDIENCE_LEN {
+            return Err(EntryError::AudienceTooLong {
+                position: i + 1,
+                len: a.len(),
+            });
+        }
     }
     Ok(())
 }
@@ -794,5 +845,28 @@ mod tests {
                 .to_string()
                 .contains("reserved")
         );
+    }
+
+    #[test]
+    fn jwt_audiences_are_bounded() {
+        let auds = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(validate_audiences(&auds(&["svc"])).is_ok());
+        assert!(validate_audiences(&auds(&["a", "b"])).is_ok());
+        let err = |v: Vec<String>| validate_audiences(&v).unwrap_err().to_string();
+        assert_eq!(err(vec![]), "at least one audience is required");
+        assert_eq!(
+            err(auds(&["a", ""])),
+            "audience 2 of 2 is empty: an audience is a non-empty string"
+        );
+        assert_eq!(
+            err(vec!["x".repeat(MAX_AUDIENCE_LEN + 1)]),
+            "audience 1 is 1025 bytes long: at most 1024 are allowed"
+        );
+        assert!(validate_audiences(&["x".repeat(MAX_AUDIENCE_LEN)]).is_ok());
+        assert_eq!(
+            err(vec!["a".to_owned(); MAX_AUDIENCES + 1]),
+            "audience: 33 values given, at most 32 are allowed"
+        );
+        assert!(validate_audiences(&vec!["a".to_owned(); MAX_AUDIENCES]).is_ok());
     }
 }

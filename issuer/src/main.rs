@@ -36,6 +36,7 @@ fn command_name(c: &cli::Command) -> &'static str {
         Command::Federation(F::Delete { .. }) => "federation delete",
         Command::Federation(F::Refresh { .. }) => "federation refresh",
         Command::X509(_) => "x509 mint",
+        Command::Jwt(_) => "jwt mint",
         Command::Ca(C::Show(_)) => "ca show",
         Command::Ca(C::Prepare(_)) => "ca prepare",
         Command::Ca(C::Activate(_)) => "ca activate",

@@ -590,6 +590,20 @@ impl Issuer {
             .with_context(|| format!("signet-issuer {}", args.join(" ")))
     }
 
+    /// The events of the issuer's audit log (the SQLite store in the data directory), once its hash
+    /// chain is verified. Stop the issuer first ([`Issuer::terminate`]) so that nothing is
+    /// written meanwhile.
+    pub async fn audit_log(&self) -> Result<Vec<signet_store::AuditEvent>> {
+        let url = format!(
+            "sqlite://{}",
+            self.data_dir().join("datastore.sqlite3").display()
+        );
+        let store = signet_store::open(&url).await?;
+        let events = store.list_audit_events(0, 0).await?;
+        signet_store::verify_audit_chain(&events)?;
+        Ok(events)
+    }
+
     /// The own trust bundle as PEM (`bundle show --format pem`).
     pub fn bundle_pem(&self) -> Result<String> {
         self.cli_ok(&["bundle", "show", "--format", "pem"])

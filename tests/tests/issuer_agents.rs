@@ -152,14 +152,7 @@ async fn audit_log(issuer: &mut Issuer) -> Vec<signet_store::AuditEvent> {
     // Connected agents (idle, but alive) do not hold the shutdown up to its deadline.
     let logs = issuer.logs().join("\n");
     assert!(!logs.contains("servers did not stop"), "{logs}");
-    let url = format!(
-        "sqlite://{}",
-        issuer.data_dir().join("datastore.sqlite3").display()
-    );
-    let store = signet_store::open(&url).await.unwrap();
-    let events = store.list_audit_events(0, 0).await.unwrap();
-    signet_store::verify_audit_chain(&events).unwrap();
-    events
+    issuer.audit_log().await.unwrap()
 }
 
 /// `(kind, subject, outcome)` of the events of the given kinds, in order.

@@ -1,5 +1,6 @@
 //! Conversions between store/CA records and admin API messages, and error mapping.
 
+use signet_ca::jwt::JwtError;
 use signet_ca::{SlotInfo, SlotState};
 use signet_proto::admin as pb;
 use signet_store::{AttestedAgent, RegistrationEntry, Selector, StoreError};
@@ -77,5 +78,22 @@ pub(super) fn store_status(e: StoreError) -> Status {
             Status::unavailable(e.to_string())
         }
         _ => Status::internal(e.to_string()),
+    }
+}
+
+/// A refused JWT-SVID mint: the request's fault (`InvalidArgument`), no key that may sign
+/// (`FailedPrecondition`), or the issuer's (`Internal`).
+pub(super) fn jwt_status(e: JwtError) -> Status {
+    match e {
+        JwtError::WrongTrustDomain { .. }
+        | JwtError::IdWithoutPath(_)
+        | JwtError::NoAudience
+        | JwtError::EmptyAudience
+        | JwtError::InvalidTokenTtl
+        | JwtError::TokenTtlTooLong { .. } => Status::invalid_argument(e.to_string()),
+        JwtError::NoActiveKey | JwtError::KeyExpired { .. } => {
+            Status::failed_precondition(format!("cannot mint the JWT-SVID: {e}"))
+        }
+        _ => Status::internal(format!("cannot mint the JWT-SVID: {e}")),
     }
 }

@@ -66,6 +66,28 @@ fn parse_selectors(values: &[String]) -> Result<Vec<signet_store::Selector>, Sta
         .collect()
 }
 
+/// The TTL of a minted SVID or a join token: `requested` seconds, or `default` when 0; refused
+/// above `max` (`bound` names it in the error).
+fn requested_ttl(
+    requested: u32,
+    default: Duration,
+    max: Duration,
+    bound: &str,
+) -> Result<Duration, Status> {
+    let ttl = match requested {
+        0 => default,
+        s => Duration::from_secs(u64::from(s)),
+    };
+    if ttl > max {
+        return Err(Status::invalid_argument(format!(
+            "ttl {}s is out of range: expected 1s to {}s ({bound})",
+            ttl.as_secs(),
+            max.as_secs()
+        )));
+    }
+    Ok(ttl)
+}
+
 fn format_of(value: i32) -> pb::BundleFormat {
     pb::BundleFormat::try_from(value).unwrap_or(pb::BundleFormat::Unspecified)
 }
@@ -386,17 +408,12 @@ impl AdminService {
         actor: String,
         r: pb::GenerateJoinTokenRequest,
     ) -> Result<pb::GenerateJoinTokenResponse, Status> {
-        let ttl = match r.ttl {
-            0 => DEFAULT_JOIN_TOKEN_TTL,
-            s => Duration::from_secs(u64::from(s)),
-        };
-        if ttl > MAX_JOIN_TOKEN_TTL {
-            return Err(Status::invalid_argument(format!(
-                "ttl {}s is out of range: a join token lives at most {}s",
-                ttl.as_secs(),
-                MAX_JOIN_TOKEN_TTL.as_secs()
-            )));
-        }
+        let ttl = requested_ttl(
+            r.ttl,
+            DEFAULT_JOIN_TOKEN_TTL,
+            MAX_JOIN_TOKEN_TTL,
+            "the longest join token TTL",
+        )?;
         let td = &self.issuer.trust_domain;
         let alias = if r.alias_spiffe_id.is_empty() {
             None
@@ -650,17 +667,12 @@ impl AdminService {
     ) -> Result<pb::MintX509SvidResponse, Status> {
         let td = &self.issuer.trust_domain;
         let id = entries::parse_workload_id("spiffe_id", &r.spiffe_id, td).map_err(invalid)?;
-        let ttl = match r.ttl {
-            0 => self.issuer.defaults.x509_svid_ttl,
-            s => Duration::from_secs(u64::from(s)),
-        };
-        if ttl > self.opts.ca_ttl {
-            return Err(Status::invalid_argument(format!(
-                "ttl {}s is out of range: expected 1s to {}s (the CA TTL)",
-                ttl.as_secs(),
-                self.opts.ca_ttl.as_secs()
-            )));
-        }
+        let ttl = requested_ttl(
+            r.ttl,
+            self.issuer.defaults.x509_svid_ttl,
+            self.opts.ca_ttl,
+            "the CA TTL",
+        )?;
         let mut dns_names = Vec::with_capacity(r.dns_names.len());
         for n in r.dns_names {
             entries::validate_dns_name(&n).map_err(invalid)?;
@@ -710,6 +722,56 @@ impl AdminService {
             bundle_pem,
             expires_at: unix_secs(issued.not_after),
             serial: issued.serial_hex,
+        })
+    }
+
+    async fn mint_jwt_impl(
+        &self,
+        actor: String,
+        r: pb::MintJwtSvidRequest,
+    ) -> Result<pb::MintJwtSvidResponse, Status> {
+        let issuer = &self.issuer;
+        let id = entries::parse_workload_id("spiffe_id", &r.spiffe_id, &issuer.trust_domain)
+            .map_err(invalid)?;
+        entries::validate_audiences(&r.audience).map_err(invalid)?;
+        let ttl = requested_ttl(
+            r.ttl_seconds,
+            issuer.defaults.jwt_svid_ttl,
+            issuer.jwt.config().max_token_ttl,
+            "the longest JWT-SVID TTL",
+        )?;
+        let start = Instant::now();
+        let minted = issuer
+            .jwt
+            .mint_jwt_svid(
+                &id,
+                &r.audience,
+                ttl,
+                SystemTime::now(),
+                issuer.jwt_issuer.as_deref(),
+            )
+            .map_err(convert::jwt_status)?;
+        issuer
+            .metrics
+            .record_signature("jwt_svid", start.elapsed().as_secs_f64());
+        let expires_at = unix_secs(minted.expiry);
+        // The token is a bearer credential: the audit trail gets its `jti`, never the token.
+        self.audit(
+            "jwt.mint",
+            &actor,
+            &id.to_string(),
+            serde_json::json!({"audience": r.audience, "jti": minted.jti, "kid": minted.key_id, "exp": expires_at}),
+        )
+        .await;
+        Ok(pb::MintJwtSvidResponse {
+            // Moved into the reply: the issuer keeps no copy of the token.
+            token: minted.token,
+            spiffe_id: id.to_string(),
+            audience: r.audience,
+            expires_at,
+            issued_at: unix_secs(minted.issued_at),
+            key_id: minted.key_id,
+            jti: minted.jti,
         })
     }
 
@@ -933,6 +995,8 @@ admin_rpcs! { self;
         "RefreshFederationRelationship", |_, r| self.refresh_federation_impl(r);
     mint_x509_svid(pb::MintX509SvidRequest) -> pb::MintX509SvidResponse =
         "MintX509Svid", |a, r| self.mint_impl(a, r);
+    mint_jwt_svid(pb::MintJwtSvidRequest) -> pb::MintJwtSvidResponse =
+        "MintJwtSvid", |a, r| self.mint_jwt_impl(a, r);
     show_ca(pb::ShowCaRequest) -> pb::CaStatus =
         "ShowCa", |_, _| async { Ok(self.ca_status()) };
     prepare_ca(pb::PrepareCaRequest) -> pb::CaStatus =

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::output::{self, AgentJson, BundleJson, CaJson, EntryJson, FederationJson};
 use super::{
     AgentCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand,
-    FederationCommand, Output, TokenCommand, X509Command, client,
+    FederationCommand, JwtCommand, Output, TokenCommand, X509Command, client,
 };
 
 /// Page size used when the CLI lists every entry.
@@ -73,6 +73,7 @@ pub async fn execute(socket: &Path, command: Command) -> Result<u8> {
         Command::Bundle(c) => bundle(socket, c).await.map(|()| 0),
         Command::Federation(c) => federation(socket, c).await,
         Command::X509(c) => x509(socket, c).await.map(|()| 0),
+        Command::Jwt(c) => jwt(socket, c).await.map(|()| 0),
         Command::Ca(c) => ca(socket, c).await.map(|()| 0),
         Command::Healthcheck => healthcheck(socket).await,
     }
@@ -531,6 +532,36 @@ async fn x509(socket: &Path, c: X509Command) -> Result<()> {
             ));
             print(&out)
         }
+    }
+}
+
+async fn jwt(socket: &Path, c: JwtCommand) -> Result<()> {
+    let JwtCommand::Mint(a) = c;
+    let mut client = client::connect(socket).await?;
+    let resp = client
+        .mint_jwt_svid(pb::MintJwtSvidRequest {
+            spiffe_id: a.spiffe_id,
+            audience: a.audience,
+            ttl_seconds: a.ttl.unwrap_or(0),
+        })
+        .await
+        .reply()?;
+    let token = Zeroizing::new(resp.token);
+    match a.output.output {
+        Output::Json => {
+            let v = Zeroizing::new(output::json(&serde_json::json!({
+                "token": token.as_str(),
+                "spiffe_id": resp.spiffe_id,
+                "audience": resp.audience,
+                "expires_at": resp.expires_at,
+                "issued_at": resp.issued_at,
+                "key_id": resp.key_id,
+                "jti": resp.jti,
+            }))?);
+            print(&v)
+        }
+        // The token alone, so that `TOKEN=$(signet-issuer jwt mint ...)` works.
+        Output::Text => print(&Zeroizing::new(format!("{}\n", token.as_str()))),
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Command {
     /// X509-SVIDs for the operator.
     #[command(subcommand)]
     X509(X509Command),
+    /// JWT-SVIDs for the operator.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
     /// The certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -435,6 +438,30 @@ pub enum X509Command {
     },
 }
 
+/// `jwt` commands.
+#[derive(Debug, Subcommand)]
+pub enum JwtCommand {
+    /// Mint a JWT-SVID for an ID of the trust domain (no entry needed), signed by the active JWT
+    /// key; text output is the token alone.
+    Mint(JwtMintArgs),
+}
+
+/// Arguments of `jwt mint`.
+#[derive(Debug, Args)]
+pub struct JwtMintArgs {
+    /// SPIFFE ID of the JWT-SVID (its `sub`).
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: String,
+    /// Audience of the token (its `aud`; repeat for several).
+    #[arg(long = "audience", value_name = "AUD", required = true)]
+    pub audience: Vec<String>,
+    /// Lifetime (default: the issuer's JWT-SVID TTL; at most 24h).
+    #[arg(long, value_name = "DUR", value_parser = parse_nonzero_ttl)]
+    pub ttl: Option<u32>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
 /// `ca` commands.
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -453,6 +480,16 @@ fn parse_ttl(s: &str) -> Result<u32, String> {
         return Err(format!("{s:?}: use whole seconds"));
     }
     u32::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too long"))
+}
+
+/// Parses a TTL like [`parse_ttl`] that must not be zero (where leaving it out means the default).
+fn parse_nonzero_ttl(s: &str) -> Result<u32, String> {
+    match parse_ttl(s)? {
+        0 => Err(format!(
+            "{s:?}: a TTL must be at least 1s (leave --ttl out for the issuer's default)"
+        )),
+        n => Ok(n),
+    }
 }
 
 /// Parses an RFC 3339 time (`2030-01-01T00:00:00Z`) or Unix seconds.
@@ -484,6 +521,102 @@ mod tests {
         assert_eq!(parse_time("1900000000"), Ok(1_900_000_000));
         assert_eq!(parse_time("2030-01-01T00:00:00Z"), Ok(1_893_456_000));
         assert!(parse_time("tomorrow").is_err());
+    }
+
+    #[test]
+    fn nonzero_ttl_parsing() {
+        assert_eq!(parse_nonzero_ttl("1s"), Ok(1));
+        assert_eq!(parse_nonzero_ttl("5m"), Ok(300));
+        for zero in ["0s", "0m", "0h"] {
+            assert!(
+                parse_nonzero_ttl(zero)
+                    .unwrap_err()
+                    .contains("a TTL must be at least 1s"),
+                "{zero}"
+            );
+        }
+        assert!(
+            parse_nonzero_ttl("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse_nonzero_ttl("")
+                .unwrap_err()
+                .contains("empty duration")
+        );
+        assert!(
+            parse_nonzero_ttl("1500ms")
+                .unwrap_err()
+                .contains("whole seconds")
+        );
+    }
+
+    fn jwt_mint(args: &[&str]) -> Result<JwtMintArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["signet-issuer", "jwt", "mint"].iter().chain(args))?;
+        match cli.command {
+            Command::Jwt(JwtCommand::Mint(a)) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jwt_mint_arguments() {
+        let a = jwt_mint(&["--spiffe-id", "spiffe://example.org/w", "--audience", "svc"]).unwrap();
+        assert_eq!(a.spiffe_id, "spiffe://example.org/w");
+        assert_eq!(a.audience, vec!["svc"]);
+        assert_eq!(a.ttl, None);
+        assert_eq!(a.output.output, Output::Text);
+
+        let a = jwt_mint(&[
+            "--audience",
+            "a",
+            "--spiffe-id",
+            "spiffe://example.org/w",
+            "--audience",
+            "b",
+            "--ttl",
+            "90s",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(a.audience, vec!["a", "b"]);
+        assert_eq!(a.ttl, Some(90));
+        assert_eq!(a.output.output, Output::Json);
+        // An empty audience parses: the issuer refuses it with its position.
+        assert_eq!(
+            jwt_mint(&["--spiffe-id", "x", "--audience", ""])
+                .unwrap()
+                .audience,
+            vec![""]
+        );
+
+        let err = |args: &[&str]| {
+            let e = jwt_mint(args).unwrap_err();
+            (e.kind(), e.to_string())
+        };
+        let (kind, msg) = err(&["--spiffe-id", "spiffe://example.org/w"]);
+        assert_eq!(kind, clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(msg.contains("--audience <AUD>"), "{msg}");
+        let (kind, msg) = err(&["--audience", "svc"]);
+        assert_eq!(kind, clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(msg.contains("--spiffe-id <ID>"), "{msg}");
+        for (ttl, reason) in [
+            ("0s", "a TTL must be at least 1s"),
+            ("soon", "is not a duration"),
+            ("1500ms", "use whole seconds"),
+            ("200000d", "is too long"),
+        ] {
+            let (kind, msg) = err(&["--spiffe-id", "x", "--audience", "a", "--ttl", ttl]);
+            assert_eq!(kind, clap::error::ErrorKind::ValueValidation, "{ttl}");
+            assert!(
+                msg.contains("--ttl <DUR>") && msg.contains(reason),
+                "{ttl}: {msg}"
+            );
+        }
+        let (kind, _) = err(&["--spiffe-id", "x", "--audience", "a", "--output", "yaml"]);
+        assert_eq!(kind, clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

@@ -57,10 +57,8 @@ use tls::NodeConnectInfo;
 /// The most items in one `BatchNewX509SVID` call.
 pub const MAX_BATCH: usize = 500;
 
-/// The most audience values in one `NewJWTSVID` call.
-pub const MAX_AUDIENCES: usize = 32;
-/// The longest audience value (bytes) in a `NewJWTSVID` call.
-pub const MAX_AUDIENCE_LEN: usize = 1024;
+/// The most audience values in one `NewJWTSVID` call, and the longest one (bytes).
+pub use crate::entries::{MAX_AUDIENCE_LEN, MAX_AUDIENCES};
 /// The longest public key (bytes of DER) in a `NewWITSVID` call: an RSA-8192 SubjectPublicKeyInfo
 /// is about 1.1 KB.
 pub const MAX_PUBLIC_KEY_LEN: usize = 4096;
@@ -600,25 +598,8 @@ impl NodeService {
         if req.entry_id.is_empty() {
             return Err(Status::invalid_argument("entry_id is required"));
         }
-        if req.audience.is_empty() {
-            return Err(Status::invalid_argument(
-                "at least one audience is required",
-            ));
-        }
-        if req.audience.len() > MAX_AUDIENCES {
-            return Err(Status::invalid_argument(format!(
-                "{} audiences; at most {MAX_AUDIENCES}",
-                req.audience.len()
-            )));
-        }
-        if req.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("an audience is empty"));
-        }
-        if req.audience.iter().any(|a| a.len() > MAX_AUDIENCE_LEN) {
-            return Err(Status::invalid_argument(format!(
-                "an audience is longer than {MAX_AUDIENCE_LEN} bytes"
-            )));
-        }
+        crate::entries::validate_audiences(&req.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = SystemTime::now();
         let (entry, id) = self
             .authorized_workload_entry(&caller, &req.entry_id, now)
