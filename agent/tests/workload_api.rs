@@ -258,13 +258,9 @@ impl JwtIssuer {
     }
 }
 
-#[async_trait]
-impl SvidIssuer for JwtIssuer {
-    async fn mint_jwt_svid(
-        &self,
-        entry_id: &str,
-        audience: &[String],
-    ) -> Result<MintedToken, IssuerFailure> {
+impl JwtIssuer {
+    /// What the issuer checks first: reachable, and the entry authorized (counts the mint).
+    fn authorized(&self, entry_id: &str) -> Result<SpiffeId, IssuerFailure> {
         if self.down.load(Ordering::SeqCst) {
             return Err(IssuerFailure::Unavailable("connection refused".into()));
         }
@@ -274,6 +270,18 @@ impl SvidIssuer for JwtIssuer {
             )));
         };
         self.mints.fetch_add(1, Ordering::SeqCst);
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl SvidIssuer for JwtIssuer {
+    async fn mint_jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<MintedToken, IssuerFailure> {
+        let id = self.authorized(entry_id)?;
         let minted = self
             .keys
             .mint_jwt_svid(
@@ -297,15 +305,7 @@ impl SvidIssuer for JwtIssuer {
         entry_id: &str,
         public_key_spki: &[u8],
     ) -> Result<MintedToken, IssuerFailure> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(IssuerFailure::Unavailable("connection refused".into()));
-        }
-        let Some(id) = self.ids.lock().unwrap().get(entry_id).cloned() else {
-            return Err(IssuerFailure::Refused(format!(
-                "entry {entry_id} is not authorized for this agent"
-            )));
-        };
-        self.mints.fetch_add(1, Ordering::SeqCst);
+        let id = self.authorized(entry_id)?;
         let minted = self
             .wit_keys
             .mint_wit_svid(

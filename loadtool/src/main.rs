@@ -49,44 +49,19 @@ struct Cli {
 enum Cmd {
     /// FetchX509SVID first-answer latency with concurrent clients.
     FetchX509 {
-        /// The agent's Workload API socket.
-        #[arg(long, value_name = "PATH")]
-        socket: String,
-        /// Concurrent clients (one connection each).
-        #[arg(long, default_value_t = 1)]
-        clients: usize,
-        /// Requests per client.
-        #[arg(long, default_value_t = 1000)]
-        requests: usize,
-        /// Pause of each client between its requests, in milliseconds (randomized ±50 %); 0 =
-        /// back to back (a closed loop that measures saturation rather than latency).
-        #[arg(long, default_value_t = 0)]
-        pause_ms: u64,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// Socket, clients, requests, pacing, output.
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// JWT-SVID latency with concurrent clients: from the agent's cache, minted, or validated.
     Jwt {
-        /// The agent's Workload API socket.
-        #[arg(long, value_name = "PATH")]
-        socket: String,
         /// `cached` (one audience: the agent's cache answers), `mint` (a new audience per request:
         /// the issuer signs each token) or `validate` (ValidateJWTSVID of one token).
         #[arg(long, value_enum, default_value_t = JwtMode::Cached)]
         mode: JwtMode,
-        /// Concurrent clients (one connection each).
-        #[arg(long, default_value_t = 1)]
-        clients: usize,
-        /// Requests per client.
-        #[arg(long, default_value_t = 1000)]
-        requests: usize,
-        /// Pause of each client between its requests, in milliseconds (randomized ±50 %).
-        #[arg(long, default_value_t = 0)]
-        pause_ms: u64,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// Socket, clients, requests, pacing, output.
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Time from CreateEntry to the SVID on a waiting stream.
     EntryLatency {
@@ -142,6 +117,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The options of the latency benchmarks.
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The agent's Workload API socket.
+    #[arg(long, value_name = "PATH")]
+    socket: String,
+    /// Concurrent clients (one connection each).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Requests per client.
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
+    /// Pause of each client between its requests, in milliseconds (randomized ±50 %); 0 = back
+    /// to back (a closed loop that measures saturation rather than latency).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What `jwt` measures.
@@ -237,26 +233,13 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::FetchX509 {
-            socket,
-            clients,
-            requests,
-            pause_ms,
-            json,
-        } => closed_loop(Op::FetchX509, &socket, clients, requests, pause_ms, json).await,
-        Cmd::Jwt {
-            socket,
-            mode,
-            clients,
-            requests,
-            pause_ms,
-            json,
-        } => {
+        Cmd::FetchX509 { load } => closed_loop(Op::FetchX509, &load).await,
+        Cmd::Jwt { mode, load } => {
             let op = match mode {
                 JwtMode::Cached => Op::FetchJwtCached,
                 JwtMode::Mint => Op::FetchJwtMint(nonce()),
                 JwtMode::Validate => {
-                    let mut c = workload(&socket).await?;
+                    let mut c = workload(&load.socket).await?;
                     let resp = c
                         .fetch_jwtsvid(jwt_svid_request(vec!["bench".into()], String::new()))
                         .await
@@ -271,7 +254,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                     Op::ValidateJwt(token)
                 }
             };
-            closed_loop(op, &socket, clients, requests, pause_ms, json).await
+            closed_loop(op, &load).await
         }
         Cmd::EntryLatency {
             socket,
@@ -351,14 +334,14 @@ async fn workload(socket: &str) -> Result<WorkloadClient> {
 
 /// N clients, M requests each (back to back, or paced), of one kind; prints the latency
 /// percentiles and the rate.
-async fn closed_loop(
-    op: Op,
-    socket: &str,
-    clients: usize,
-    requests: usize,
-    pause_ms: u64,
-    json: bool,
-) -> Result<()> {
+async fn closed_loop(op: Op, load: &LoadArgs) -> Result<()> {
+    let LoadArgs {
+        ref socket,
+        clients,
+        requests,
+        pause_ms,
+        json,
+    } = *load;
     if clients == 0 || requests == 0 {
         bail!("--clients and --requests must be at least 1");
     }

@@ -92,19 +92,13 @@ pub enum ApiCommand {
 pub enum FetchCommand {
     /// Fetches the caller's X509-SVIDs and bundles.
     X509 {
-        /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
-        #[arg(long, value_name = "PATH")]
-        socket_path: Option<String>,
         /// Writes `svid.N.pem`, `svid.N.key` (0600), `bundle.N.pem` (and
         /// `federated_bundle.N.M.pem`) into DIR (created 0700 if missing).
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
-        /// How long to wait for the answer (`500ms`, `5s`, `1m`).
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        /// Endpoint, timeout and output format.
+        #[command(flatten)]
+        call: CallArgs,
     },
     /// Fetches JWT-SVIDs of the caller for the given audiences (`FetchJWTSVID`): one per identity,
     /// or the one named by `--spiffe-id`. Text output prints each token on its own line after
@@ -116,15 +110,9 @@ pub enum FetchCommand {
         /// Only the token of this identity.
         #[arg(long, value_name = "ID")]
         spiffe_id: Option<String>,
-        /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
-        #[arg(long, value_name = "PATH")]
-        socket_path: Option<String>,
-        /// How long to wait for the answer (`500ms`, `5s`, `1m`).
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        /// Endpoint, timeout and output format.
+        #[command(flatten)]
+        call: CallArgs,
     },
 }
 
@@ -140,16 +128,24 @@ pub enum ValidateCommand {
         /// The token, or `-` to read it from standard input.
         #[arg(long, value_name = "TOKEN")]
         token: String,
-        /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
-        #[arg(long, value_name = "PATH")]
-        socket_path: Option<String>,
-        /// How long to wait for the answer (`500ms`, `5s`, `1m`).
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        /// Endpoint, timeout and output format.
+        #[command(flatten)]
+        call: CallArgs,
     },
+}
+
+/// The options every one-shot Workload API command takes.
+#[derive(Debug, clap::Args)]
+pub struct CallArgs {
+    /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: Option<String>,
+    /// How long to wait for the answer (`500ms`, `5s`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 /// Output formats.
@@ -213,31 +209,30 @@ fn status_error(endpoint: &WorkloadEndpoint, s: &tonic::Status) -> anyhow::Error
 pub async fn execute(command: Command) -> Result<u8> {
     match command {
         Command::Run { .. } => bail!("`run` is handled by main"),
-        Command::Api(ApiCommand::Fetch(FetchCommand::X509 {
-            socket_path,
-            write,
-            timeout,
-            output,
-        })) => fetch_x509(socket_path.as_deref(), write.as_deref(), timeout, output).await,
+        Command::Api(ApiCommand::Fetch(FetchCommand::X509 { write, call })) => {
+            fetch_x509(
+                call.socket_path.as_deref(),
+                write.as_deref(),
+                call.timeout,
+                call.output,
+            )
+            .await
+        }
         Command::Api(ApiCommand::Fetch(FetchCommand::Jwt {
             audience,
             spiffe_id,
-            socket_path,
-            timeout,
-            output,
+            call,
         })) => {
-            let endpoint = WorkloadEndpoint::resolve(socket_path.as_deref())?;
-            fetch_jwt(&endpoint, audience, spiffe_id, timeout, output).await
+            let endpoint = WorkloadEndpoint::resolve(call.socket_path.as_deref())?;
+            fetch_jwt(&endpoint, audience, spiffe_id, call.timeout, call.output).await
         }
         Command::Api(ApiCommand::Validate(ValidateCommand::Jwt {
             audience,
             token,
-            socket_path,
-            timeout,
-            output,
+            call,
         })) => {
-            let endpoint = WorkloadEndpoint::resolve(socket_path.as_deref())?;
-            validate_jwt(&endpoint, audience, token, timeout, output).await
+            let endpoint = WorkloadEndpoint::resolve(call.socket_path.as_deref())?;
+            validate_jwt(&endpoint, audience, token, call.timeout, call.output).await
         }
         Command::Api(ApiCommand::Watch {
             socket_path,

@@ -179,6 +179,17 @@ fn issuer_failure(e: &crate::node_client::NodeClientError) -> IssuerFailure {
     }
 }
 
+impl NodeApiIssuer {
+    /// Runs a node RPC behind the RPC gate (no call in flight while the agent SVID is replaced).
+    async fn gated<T>(
+        &self,
+        call: impl Future<Output = Result<T, crate::node_client::NodeClientError>>,
+    ) -> Result<T, IssuerFailure> {
+        let _gate = self.0.rpc_gate.read().await;
+        call.await.map_err(|e| issuer_failure(&e))
+    }
+}
+
 #[async_trait::async_trait]
 impl SvidIssuer for NodeApiIssuer {
     async fn mint_jwt_svid(
@@ -186,16 +197,14 @@ impl SvidIssuer for NodeApiIssuer {
         entry_id: &str,
         audience: &[String],
     ) -> Result<MintedToken, IssuerFailure> {
-        let svid = {
-            let _gate = self.0.rpc_gate.read().await;
-            self.0.client.new_jwt_svid(entry_id, audience).await
-        }
-        .map_err(|e| issuer_failure(&e))?;
+        let s = self
+            .gated(self.0.client.new_jwt_svid(entry_id, audience))
+            .await?;
         Ok(MintedToken::new(
-            svid.spiffe_id,
-            svid.token,
-            svid.issued_at,
-            svid.expires_at,
+            s.spiffe_id,
+            s.token,
+            s.issued_at,
+            s.expires_at,
         ))
     }
 
@@ -204,16 +213,14 @@ impl SvidIssuer for NodeApiIssuer {
         entry_id: &str,
         public_key_spki: &[u8],
     ) -> Result<MintedToken, IssuerFailure> {
-        let svid = {
-            let _gate = self.0.rpc_gate.read().await;
-            self.0.client.new_wit_svid(entry_id, public_key_spki).await
-        }
-        .map_err(|e| issuer_failure(&e))?;
+        let s = self
+            .gated(self.0.client.new_wit_svid(entry_id, public_key_spki))
+            .await?;
         Ok(MintedToken::new(
-            svid.spiffe_id,
-            svid.token,
-            svid.issued_at,
-            svid.expires_at,
+            s.spiffe_id,
+            s.token,
+            s.issued_at,
+            s.expires_at,
         ))
     }
 }

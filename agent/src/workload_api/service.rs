@@ -232,6 +232,18 @@ impl WorkloadApiService {
             .boxed())
     }
 
+    /// A streaming RPC rendered from the cache ([`Message`]), in its span.
+    async fn stream_rpc<M: Message, R>(
+        &self,
+        rpc: &'static str,
+        request: Request<R>,
+    ) -> Result<Response<ResultStream<M>>, Status> {
+        let span = rpc_span(rpc);
+        self.open_stream(request.map(|_| ()), span.clone())
+            .instrument(span)
+            .await
+    }
+
     /// Admission, first message and update stream of one streaming RPC.
     async fn open_stream<M: Message>(
         &self,
@@ -301,22 +313,14 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<pb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let span = rpc_span("FetchX509SVID");
-        let request = request.map(|_| ());
-        self.open_stream(request, span.clone())
-            .instrument(span)
-            .await
+        self.stream_rpc("FetchX509SVID", request).await
     }
 
     async fn fetch_x509_bundles(
         &self,
         request: Request<pb::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let span = rpc_span("FetchX509Bundles");
-        let request = request.map(|_| ());
-        self.open_stream(request, span.clone())
-            .instrument(span)
-            .await
+        self.stream_rpc("FetchX509Bundles", request).await
     }
 
     async fn fetch_jwtsvid(
@@ -334,11 +338,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let span = rpc_span("FetchJWTBundles");
-        let request = request.map(|_| ());
-        self.open_stream(request, span.clone())
-            .instrument(span)
-            .await
+        self.stream_rpc("FetchJWTBundles", request).await
     }
 
     async fn validate_jwtsvid(
@@ -368,11 +368,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<pb::WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        let span = rpc_span("FetchWITBundles");
-        let request = request.map(|_| ());
-        self.open_stream(request, span.clone())
-            .instrument(span)
-            .await
+        self.stream_rpc("FetchWITBundles", request).await
     }
 }
 
@@ -523,71 +519,51 @@ impl Message for pb::X509svidResponse {
     }
 }
 
+/// The bundles a caller with `svids` receives: the own trust domain's and the federated ones its
+/// entries federate with, keyed by trust-domain ID, each encoded by `encode` (one it cannot
+/// encode is logged and left out).
+fn bundle_map<T>(
+    snapshot: &Snapshot,
+    svids: &[Arc<CachedSvid>],
+    what: &str,
+    encode: impl Fn(&Bundle) -> Result<T, signet_spiffe::BundleError>,
+) -> std::collections::HashMap<String, T> {
+    let own = snapshot.bundle.iter();
+    let federated = snapshot.federated_for(svids).into_values();
+    own.chain(federated)
+        .filter_map(|b| match encode(b) {
+            Ok(v) => Some((b.trust_domain.id_string(), v)),
+            Err(e) => {
+                tracing::error!(trust_domain = %b.trust_domain, error = %e, "cannot encode the {what} of a bundle; not sent");
+                None
+            }
+        })
+        .collect()
+}
+
 impl Message for pb::X509BundlesResponse {
     fn render(snapshot: &Snapshot, svids: &[Arc<CachedSvid>]) -> Self {
-        let mut bundles: std::collections::HashMap<String, Vec<u8>> = snapshot
-            .federated_for(svids)
-            .into_iter()
-            .map(|(td, b)| (td.id_string(), bundle_der(b)))
-            .collect();
-        if let Some(own) = &snapshot.bundle {
-            bundles.insert(own.trust_domain.id_string(), bundle_der(own));
-        }
         pb::X509BundlesResponse {
             crl: Vec::new(),
-            bundles,
+            bundles: bundle_map(snapshot, svids, "X.509 authorities", |b| Ok(bundle_der(b))),
         }
     }
 }
 
-/// The JWT authorities of a bundle as the Workload API wants them: a JWK Set (JSON bytes).
-fn jwt_bundle_jwks(bundle: &Bundle) -> Option<Vec<u8>> {
-    bundle
-        .jwt_jwks_json()
-        .map(String::into_bytes)
-        .inspect_err(|e| {
-            tracing::error!(trust_domain = %bundle.trust_domain, error = %e, "cannot encode the JWT authorities of a bundle; not sent");
-        })
-        .ok()
-}
-
 impl Message for pb::JwtBundlesResponse {
     fn render(snapshot: &Snapshot, svids: &[Arc<CachedSvid>]) -> Self {
-        let mut bundles: std::collections::HashMap<String, Vec<u8>> = snapshot
-            .federated_for(svids)
-            .into_iter()
-            .filter_map(|(td, b)| Some((td.id_string(), jwt_bundle_jwks(b)?)))
-            .collect();
-        if let Some(own) = &snapshot.bundle
-            && let Some(jwks) = jwt_bundle_jwks(own)
-        {
-            bundles.insert(own.trust_domain.id_string(), jwks);
+        pb::JwtBundlesResponse {
+            bundles: bundle_map(snapshot, svids, "JWT authorities", |b| {
+                b.jwt_jwks_json().map(String::into_bytes)
+            }),
         }
-        pb::JwtBundlesResponse { bundles }
     }
 }
 
 impl Message for pb::WitBundlesResponse {
     fn render(snapshot: &Snapshot, svids: &[Arc<CachedSvid>]) -> Self {
-        let jwks = |b: &Bundle| {
-            b.wit_jwks_json()
-                .inspect_err(|e| {
-                    tracing::error!(trust_domain = %b.trust_domain, error = %e, "cannot encode the WIT authorities of a bundle; not sent");
-                })
-                .ok()
-        };
-        let mut bundles: std::collections::HashMap<String, String> = snapshot
-            .federated_for(svids)
-            .into_iter()
-            .filter_map(|(td, b)| Some((td.id_string(), jwks(b)?)))
-            .collect();
-        if let Some(own) = &snapshot.bundle
-            && let Some(j) = jwks(own)
-        {
-            bundles.insert(own.trust_domain.id_string(), j);
-        }
         pb::WitBundlesResponse {
-            bundles,
+            bundles: bundle_map(snapshot, svids, "WIT authorities", Bundle::wit_jwks_json),
             more: false,
         }
     }
