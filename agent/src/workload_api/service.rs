@@ -660,25 +660,9 @@ async fn next_wit_update(
         if w.done {
             return None;
         }
-        let wake = tokio::select! {
-            biased;
-            _ = w.stop.wait_for(|stop| *stop) => Wake::Stop,
-            changed = w.rx.changed() => match changed {
-                Ok(()) => Wake::Check,
-                Err(_) => Wake::CacheGone,
-            },
-            () = tokio::time::sleep_until(w.next_wake) => Wake::Check,
-        };
-        match wake {
-            Wake::Check => {}
-            Wake::Stop => {
-                w.done = true;
-                return Some((Err(Status::unavailable("the agent is shutting down")), w));
-            }
-            Wake::CacheGone => {
-                w.done = true;
-                return Some((Err(Status::unavailable("the agent's cache is gone")), w));
-            }
+        if let Err(status) = wait_for_change(&mut w.rx, &mut w.stop, w.next_wake).await {
+            w.done = true;
+            return Some((Err(status), w));
         }
         let message = match w.answer().await {
             Ok(m) => m,
@@ -718,14 +702,24 @@ struct Watcher<M: Message> {
     span: Span,
 }
 
-/// Why a waiting stream woke up.
-enum Wake {
-    /// The cache changed or an SVID may have expired: re-evaluate.
-    Check,
-    /// The server is shutting down.
-    Stop,
-    /// The cache was dropped.
-    CacheGone,
+/// Waits until the cache changes or `next_wake` passes (re-evaluate: `Ok`), or the stream must
+/// end: the server is shutting down or the cache was dropped (the status to end it with).
+async fn wait_for_change(
+    rx: &mut watch::Receiver<Arc<Snapshot>>,
+    stop: &mut watch::Receiver<bool>,
+    next_wake: Instant,
+) -> Result<(), Status> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stop| *stop) => {
+            tracing::debug!("stream closed: the agent is shutting down");
+            Err(Status::unavailable("the agent is shutting down"))
+        }
+        changed = rx.changed() => {
+            changed.map_err(|_| Status::unavailable("the agent's cache is gone"))
+        }
+        () = tokio::time::sleep_until(next_wake) => Ok(()),
+    }
 }
 
 /// Waits for the next message to send on a stream (or the status that ends it).
@@ -734,26 +728,9 @@ async fn next_update<M: Message>(mut w: Watcher<M>) -> Option<(Result<M, Status>
         if w.done {
             return None;
         }
-        let wake = tokio::select! {
-            biased;
-            _ = w.stop.wait_for(|stop| *stop) => Wake::Stop,
-            changed = w.rx.changed() => match changed {
-                Ok(()) => Wake::Check,
-                Err(_) => Wake::CacheGone,
-            },
-            () = tokio::time::sleep_until(w.next_wake) => Wake::Check,
-        };
-        match wake {
-            Wake::Check => {}
-            Wake::Stop => {
-                w.done = true;
-                tracing::debug!("stream closed: the agent is shutting down");
-                return Some((Err(Status::unavailable("the agent is shutting down")), w));
-            }
-            Wake::CacheGone => {
-                w.done = true;
-                return Some((Err(Status::unavailable("the agent's cache is gone")), w));
-            }
+        if let Err(status) = wait_for_change(&mut w.rx, &mut w.stop, w.next_wake).await {
+            w.done = true;
+            return Some((Err(status), w));
         }
         let snapshot = w.rx.borrow_and_update().clone();
         let now = SystemTime::now();
