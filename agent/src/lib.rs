@@ -5,9 +5,10 @@
 //!   sync, batch X509-SVID signing, bundles). It authenticates the issuer by its X509-SVID
 //!   (`spiffe://<td>/signet/issuer`) and itself by its agent SVID (mutual TLS).
 //! - [`runtime`]: identity, persistence, sync, rotation with jitter, outage handling.
-//! - [`cache`] and [`workload_api`]: what workloads are served, attested from the kernel's view of
-//!   the caller.
-//! - [`cli`]: `signet-agent api fetch x509 | watch`, `healthcheck`.
+//! - [`cache`] and [`workload_api`]: what workloads are served (X509-SVIDs pushed ahead of time;
+//!   JWT-SVIDs and WIT-SVIDs minted on demand and cached), attested from the kernel's view of the
+//!   caller.
+//! - [`cli`]: `signet-agent api fetch x509 | fetch jwt | validate jwt | watch`, `healthcheck`.
 //!
 //! It never logs or prints private keys or join tokens.
 

@@ -1118,6 +1118,25 @@ async fn jwt_svids_are_minted_per_identity_cached_and_verify_with_the_jwt_bundle
         second.bundles["spiffe://partner.example"],
         first.bundles["spiffe://partner.example"]
     );
+
+    // The federated trust domain's JWT keys change: the stream carries them too.
+    f.partner_jwt.keys.prepare(SystemTime::now()).unwrap();
+    let mut partner = f.partner.bundle();
+    partner.jwt_authorities = f.partner_jwt.authorities();
+    assert!(
+        f.server
+            .cache
+            .set_federated(BTreeMap::from([(f.partner.td.clone(), partner)]))
+            .unwrap()
+    );
+    let third = next_message(&mut stream).await;
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&third.bundles["spiffe://partner.example"]).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        third.bundles["spiffe://example.org"],
+        second.bundles["spiffe://example.org"]
+    );
 }
 
 #[tokio::test]

@@ -20,8 +20,10 @@
 //! JWT-SVIDs are minted on demand by the issuer through a [`SvidIssuer`] and cached per entry and
 //! audience set ([`jwt::JwtSvidCache`], renewed at half-life). `FetchJWTBundles` streams the JWT
 //! authorities of the own and federated trust domains as JWK Sets; `ValidateJWTSVID` checks a
-//! token against the own bundle and the bundles the caller's entries federate with. See
-//! `docs/workload-api.md`.
+//! token against the own bundle and the bundles the caller's entries federate with. The
+//! incubating WIT-SVID profile is served too ([`wit`]): `FetchWITSVID` streams WIT-SVIDs bound to
+//! keys the agent generates per entry (renewed at half-life with a new key), `FetchWITBundles`
+//! the WIT authorities. See `docs/workload-api.md` and `docs/wit-svid.md`.
 //!
 //! Private keys are never logged: responses are not `Debug`-printed and keys kept for
 //! deduplication are zeroized when dropped.

@@ -620,7 +620,7 @@ impl AdminService {
             "bundle.set",
             &actor,
             td.name(),
-            serde_json::json!({"sequence": bundle.sequence, "x509_authorities": bundle.x509_authorities.len(), "jwt_authorities": bundle.jwt_authorities.len(), "replaced": previous.is_some()}),
+            serde_json::json!({"sequence": bundle.sequence, "x509_authorities": bundle.x509_authorities.len(), "jwt_authorities": bundle.jwt_authorities.len(), "wit_authorities": bundle.wit_authorities.len(), "replaced": previous.is_some()}),
         )
         .await;
         Ok(bundle_info(&stored))
@@ -924,6 +924,9 @@ fn bundle_info(b: &StoredBundle) -> pb::BundleInfo {
         }),
         jwt_authorities: parsed.as_ref().map_or(0, |p| {
             u32::try_from(p.jwt_authorities.len()).unwrap_or(u32::MAX)
+        }),
+        wit_authorities: parsed.as_ref().map_or(0, |p| {
+            u32::try_from(p.wit_authorities.len()).unwrap_or(u32::MAX)
         }),
     }
 }

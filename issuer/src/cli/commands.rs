@@ -310,8 +310,12 @@ async fn bundle(socket: &Path, c: BundleCommand) -> Result<()> {
                 .await
                 .reply()?;
             print(&format!(
-                "Bundle of {} set (sequence {}, {} X.509 and {} JWT authorities)\n",
-                info.trust_domain, info.sequence, info.x509_authorities, info.jwt_authorities
+                "Bundle of {} set (sequence {}, {} X.509, {} JWT and {} WIT authorities)\n",
+                info.trust_domain,
+                info.sequence,
+                info.x509_authorities,
+                info.jwt_authorities,
+                info.wit_authorities
             ))
         }
         BundleCommand::List(o) => {

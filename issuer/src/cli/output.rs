@@ -101,6 +101,7 @@ pub struct BundleJson {
     sequence: u64,
     x509_authorities: u32,
     jwt_authorities: u32,
+    wit_authorities: u32,
     updated_at: i64,
 }
 
@@ -112,6 +113,7 @@ impl From<&pb::BundleInfo> for BundleJson {
             sequence: b.sequence,
             x509_authorities: b.x509_authorities,
             jwt_authorities: b.jwt_authorities,
+            wit_authorities: b.wit_authorities,
             updated_at: b.updated_at,
         }
     }
@@ -304,18 +306,19 @@ pub fn bundles_text(bundles: &[pb::BundleInfo]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:<9} {:>8} {:>5} {:>5}  UPDATED",
-        "TRUST DOMAIN", "KIND", "SEQUENCE", "X509", "JWT"
+        "{:<32} {:<9} {:>8} {:>5} {:>5} {:>5}  UPDATED",
+        "TRUST DOMAIN", "KIND", "SEQUENCE", "X509", "JWT", "WIT"
     );
     for b in bundles {
         let _ = writeln!(
             out,
-            "{:<32} {:<9} {:>8} {:>5} {:>5}  {}",
+            "{:<32} {:<9} {:>8} {:>5} {:>5} {:>5}  {}",
             b.trust_domain,
             if b.own { "own" } else { "federated" },
             b.sequence,
             b.x509_authorities,
             b.jwt_authorities,
+            b.wit_authorities,
             time(b.updated_at)
         );
     }
