@@ -335,5 +335,7 @@ pub struct IssuedX509Svid {
     pub not_after: SystemTime,
 }
 
+/// Delegation keys: the Biscuit root keys of delegation tokens, rotated like the CA.
+pub mod delegation;
 /// JWT-SVID signing keys (ES256/ES384/RS256), their rotation, and JWT-SVID minting.
 pub mod jwt;
