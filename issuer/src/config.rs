@@ -122,6 +122,21 @@ pub struct Config {
     pub jwt: JwtSettings,
     /// WIT-SVID signing keys (`[wit]`), apart from the JWT-SVID keys.
     pub wit: WitSettings,
+    /// Delegation tokens (`[delegation]`): served when `policies_dir` is set.
+    pub delegation: DelegationSettings,
+}
+
+/// The `[delegation]` table, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationSettings {
+    /// The policy directory (`*.datalog` files); delegation is off without it.
+    pub policies_dir: Option<PathBuf>,
+    /// Type of new delegation keys.
+    pub key_type: signet_ca::delegation::DelegationKeyType,
+    /// Lifetime of each delegation key.
+    pub key_ttl: Duration,
+    /// Longest lifetime of a delegation token, whatever the policy says.
+    pub max_token_ttl: Duration,
 }
 
 /// The `[jwt]` table (or the `[wit]` table, [`WitSettings`]), validated.
@@ -223,6 +238,18 @@ struct RawConfig {
     bundle_endpoint: Option<RawBundleEndpoint>,
     #[serde(default)]
     federation: Vec<RawFederation>,
+    #[serde(default)]
+    delegation: RawDelegation,
+}
+
+/// `[delegation]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelegation {
+    policies_dir: Option<PathBuf>,
+    key_type: Option<String>,
+    key_ttl: Option<String>,
+    max_token_ttl: Option<String>,
 }
 
 /// `[jwt]` and `[wit]`.
@@ -576,6 +603,8 @@ impl Config {
             federation.push(f);
         }
 
+        let delegation = delegation_settings(raw.delegation)?;
+
         Ok(Config {
             trust_domain,
             data_dir,
@@ -602,7 +631,13 @@ impl Config {
             federation,
             jwt,
             wit,
+            delegation,
         })
+    }
+
+    /// Directory of the delegation keys: `<data_dir>/delegation`.
+    pub fn delegation_key_dir(&self) -> PathBuf {
+        self.data_dir.join("delegation")
     }
 
     /// Directory of the JWT signing keys: `<data_dir>/jwt`.
@@ -619,6 +654,51 @@ impl Config {
     pub fn ca_key_dir(&self) -> PathBuf {
         self.data_dir.join("ca")
     }
+}
+
+/// The `[delegation]` table.
+fn delegation_settings(raw: RawDelegation) -> Result<DelegationSettings, ConfigError> {
+    use signet_ca::delegation::{
+        DEFAULT_DELEGATION_KEY_TTL, DEFAULT_MAX_DELEGATION_TTL, DelegationKeyType,
+        MIN_DELEGATION_KEY_TTL,
+    };
+    let key_type = match raw.key_type.as_deref() {
+        None => DelegationKeyType::default(),
+        Some(s) => DelegationKeyType::parse(s).ok_or_else(|| {
+            invalid(
+                "delegation.key_type",
+                format!("expected ed25519 or ec-p256, got {s:?}"),
+            )
+        })?,
+    };
+    let key_ttl = duration_key(
+        "delegation.key_ttl",
+        raw.key_ttl.as_deref(),
+        DEFAULT_DELEGATION_KEY_TTL,
+        MIN_DELEGATION_KEY_TTL,
+        MAX_CA_TTL,
+    )?;
+    let max_token_ttl = duration_key(
+        "delegation.max_token_ttl",
+        raw.max_token_ttl.as_deref(),
+        DEFAULT_MAX_DELEGATION_TTL,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+    )?;
+    if let Some(dir) = &raw.policies_dir
+        && !dir.is_dir()
+    {
+        return Err(invalid(
+            "delegation.policies_dir",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    Ok(DelegationSettings {
+        policies_dir: raw.policies_dir,
+        key_type,
+        key_ttl,
+        max_token_ttl,
+    })
 }
 
 /// The `[jwt]` or `[wit]` table; `keys` are the dotted names of its `key_type` and `key_ttl`.
