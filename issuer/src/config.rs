@@ -4,6 +4,7 @@
 //! value stops start-up with an error that names the key (`ca.key_type: expected one of ...`).
 //! [`Config::from_toml`] turns the file into a validated [`Config`] with every default filled in.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,6 +45,12 @@ pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_JWT_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest accepted WIT-SVID TTL (`[defaults] wit_svid_ttl`; the WIT keys' maximum token TTL).
 pub const MAX_WIT_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default `subject_claim` of a `[[delegation.identity_providers]]` table.
+pub const DEFAULT_SUBJECT_CLAIM: &str = "sub";
+/// Default `max_token_age` of a `[[delegation.identity_providers]]` table.
+pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted `max_token_age` (30 days).
+pub const MAX_MAX_TOKEN_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A configuration error; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +70,16 @@ pub enum ConfigError {
     /// A value is invalid.
     #[error("invalid config: {key}: {message}")]
     Invalid {
-        /// The dotted key, e.g. `ca.key_type`.
-        key: &'static str,
+        /// The dotted key, e.g. `ca.key_type` or `delegation.identity_providers[0].issuer`.
+        key: Cow<'static, str>,
         /// What is wrong with it.
         message: String,
     },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -122,7 +129,7 @@ pub struct Config {
     pub jwt: JwtSettings,
     /// WIT-SVID signing keys (`[wit]`), apart from the JWT-SVID keys.
     pub wit: WitSettings,
-    /// Delegation tokens (`[delegation]`): served when `policies_dir` is set.
+    /// Delegation for AI agents (`[delegation]`): tokens are served when `policies_dir` is set.
     pub delegation: DelegationSettings,
 }
 
@@ -137,6 +144,52 @@ pub struct DelegationSettings {
     pub key_ttl: Duration,
     /// Longest lifetime of a delegation token, whatever the policy says.
     pub max_token_ttl: Duration,
+    /// The OpenID Connect identity providers whose ID tokens prove a subject
+    /// (`[[delegation.identity_providers]]`), in file order, each issuer once.
+    pub identity_providers: Vec<IdentityProviderSettings>,
+}
+
+impl Default for DelegationSettings {
+    fn default() -> Self {
+        Self {
+            policies_dir: None,
+            key_type: signet_ca::delegation::DelegationKeyType::default(),
+            key_ttl: signet_ca::delegation::DEFAULT_DELEGATION_KEY_TTL,
+            max_token_ttl: signet_ca::delegation::DEFAULT_MAX_DELEGATION_TTL,
+            identity_providers: Vec::new(),
+        }
+    }
+}
+
+/// One `[[delegation.identity_providers]]` table, validated (its files are read at start-up, by
+/// [`crate::idp::IdentityProviders::new`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityProviderSettings {
+    /// The exact `iss` of its ID tokens: an `https://` URL (`http://` only on localhost), no query
+    /// or fragment, compared byte for byte (a trailing `/` matters).
+    pub issuer: String,
+    /// The accepted audiences (client IDs), at least one: an ID token's `aud` must contain one.
+    pub audiences: Vec<String>,
+    /// Where its signing keys come from.
+    pub jwks: JwksSource,
+    /// The claim that names the subject (`sub` by default; e.g. `email`).
+    pub subject_claim: String,
+    /// ID tokens whose `iat` is older than this are refused.
+    pub max_token_age: Duration,
+}
+
+/// Where an identity provider's JWK Set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `jwks_path`: a file, read once at start-up.
+    Path(PathBuf),
+    /// `jwks_url`: fetched at start-up and refreshed in the background.
+    Url {
+        /// The `https://` URL.
+        url: crate::federation::EndpointUrl,
+        /// `jwks_ca_bundle_path`: PEM roots to trust instead of the system roots.
+        ca_bundle_path: Option<PathBuf>,
+    },
 }
 
 /// The `[jwt]` table (or the `[wit]` table, [`WitSettings`]), validated.
@@ -250,6 +303,22 @@ struct RawDelegation {
     key_type: Option<String>,
     key_ttl: Option<String>,
     max_token_ttl: Option<String>,
+    #[serde(default)]
+    identity_providers: Vec<RawIdentityProvider>,
+}
+
+/// `[[delegation.identity_providers]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityProvider {
+    issuer: Option<String>,
+    /// A string or an array of strings, checked by hand so that the error names the key.
+    audience: Option<toml::Value>,
+    jwks_path: Option<PathBuf>,
+    jwks_url: Option<String>,
+    jwks_ca_bundle_path: Option<PathBuf>,
+    subject_claim: Option<String>,
+    max_token_age: Option<String>,
 }
 
 /// `[jwt]` and `[wit]`.
@@ -339,7 +408,7 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 fn duration_key(
-    key: &'static str,
+    key: &str,
     value: Option<&str>,
     default: Duration,
     min: Duration,
@@ -348,13 +417,13 @@ fn duration_key(
     let Some(v) = value else {
         return Ok(default);
     };
-    let d = parse_duration(v).map_err(|m| invalid(key, m))?;
+    let d = parse_duration(v).map_err(|m| invalid(key.to_owned(), m))?;
     if d.subsec_nanos() != 0 {
-        return Err(invalid(key, format!("{v:?}: use whole seconds")));
+        return Err(invalid(key.to_owned(), format!("{v:?}: use whole seconds")));
     }
     if d < min || d > max {
         return Err(invalid(
-            key,
+            key.to_owned(),
             format!(
                 "{v:?} is out of range: expected between {} and {}",
                 format_duration(min),
@@ -379,13 +448,13 @@ fn socket_addr_key(
     })
 }
 
-fn absolute_path_key(key: &'static str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+fn absolute_path_key(key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
     if p.as_os_str().is_empty() {
-        return Err(invalid(key, "must not be empty"));
+        return Err(invalid(key.to_owned(), "must not be empty"));
     }
     if !p.is_absolute() {
         return Err(invalid(
-            key,
+            key.to_owned(),
             format!("{:?} must be an absolute path", p.display().to_string()),
         ));
     }
@@ -603,7 +672,7 @@ impl Config {
             federation.push(f);
         }
 
-        let delegation = delegation_settings(raw.delegation)?;
+        let delegation = delegation_settings(raw.delegation, jwt_issuer.as_deref())?;
 
         Ok(Config {
             trust_domain,
@@ -657,7 +726,8 @@ impl Config {
 }
 
 /// The `[delegation]` table.
-fn delegation_settings(raw: RawDelegation) -> Result<DelegationSettings, ConfigError> {
+/// The key and policy settings of `[delegation]` (the identity providers aside).
+fn delegation_key_settings(raw: &RawDelegation) -> Result<DelegationSettings, ConfigError> {
     use signet_ca::delegation::{
         DEFAULT_DELEGATION_KEY_TTL, DEFAULT_MAX_DELEGATION_TTL, DelegationKeyType,
         MIN_DELEGATION_KEY_TTL,
@@ -694,10 +764,11 @@ fn delegation_settings(raw: RawDelegation) -> Result<DelegationSettings, ConfigE
         ));
     }
     Ok(DelegationSettings {
-        policies_dir: raw.policies_dir,
+        policies_dir: raw.policies_dir.clone(),
         key_type,
         key_ttl,
         max_token_ttl,
+        identity_providers: Vec::new(),
     })
 }
 
@@ -918,6 +989,187 @@ fn federation_settings(
     })
 }
 
+/// The `[delegation]` table. `jwt_issuer` is the issuer's own (JWT-SVIDs are not ID tokens).
+fn delegation_settings(
+    raw: RawDelegation,
+    jwt_issuer: Option<&str>,
+) -> Result<DelegationSettings, ConfigError> {
+    let keys = delegation_key_settings(&raw)?;
+    let mut identity_providers: Vec<IdentityProviderSettings> =
+        Vec::with_capacity(raw.identity_providers.len());
+    for (i, p) in raw.identity_providers.into_iter().enumerate() {
+        let p = identity_provider_settings(i, p, jwt_issuer)?;
+        if let Some(first) = identity_providers.iter().position(|o| o.issuer == p.issuer) {
+            return Err(invalid(
+                format!("delegation.identity_providers[{i}].issuer"),
+                format!(
+                    "{:?} is also the issuer of delegation.identity_providers[{first}] (one table per issuer)",
+                    p.issuer
+                ),
+            ));
+        }
+        identity_providers.push(p);
+    }
+    Ok(DelegationSettings {
+        identity_providers,
+        ..keys
+    })
+}
+
+fn identity_provider_settings(
+    i: usize,
+    p: RawIdentityProvider,
+    jwt_issuer: Option<&str>,
+) -> Result<IdentityProviderSettings, ConfigError> {
+    let key = |name: &str| format!("delegation.identity_providers[{i}].{name}");
+    let issuer = p.issuer.ok_or_else(|| {
+        invalid(
+            key("issuer"),
+            "is required: the exact `iss` of the identity provider's ID tokens",
+        )
+    })?;
+    validate_idp_issuer(&issuer).map_err(|m| invalid(key("issuer"), m))?;
+    if jwt_issuer.is_some_and(|own| own == issuer.trim_end_matches('/')) {
+        return Err(invalid(
+            key("issuer"),
+            format!("{issuer:?} is this issuer's own jwt_issuer: JWT-SVIDs are not ID tokens"),
+        ));
+    }
+    let audiences = match p.audience {
+        None => {
+            return Err(invalid(
+                key("audience"),
+                "is required: the client ID (or a list of client IDs) the ID tokens are issued to",
+            ));
+        }
+        Some(v) => idp_audiences(v).map_err(|m| invalid(key("audience"), m))?,
+    };
+    let jwks = match (p.jwks_path, p.jwks_url) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("jwks_url"),
+                "jwks_path is set too: give exactly one of jwks_path and jwks_url",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                key("jwks_path"),
+                "is required unless jwks_url is set (exactly one of the two)",
+            ));
+        }
+        (Some(path), None) => {
+            if p.jwks_ca_bundle_path.is_some() {
+                return Err(invalid(
+                    key("jwks_ca_bundle_path"),
+                    "is only used with jwks_url",
+                ));
+            }
+            JwksSource::Path(absolute_path_key(&key("jwks_path"), path)?)
+        }
+        (None, Some(url)) => JwksSource::Url {
+            url: jwks_url(&url).map_err(|m| invalid(key("jwks_url"), m))?,
+            ca_bundle_path: p
+                .jwks_ca_bundle_path
+                .map(|c| absolute_path_key(&key("jwks_ca_bundle_path"), c))
+                .transpose()?,
+        },
+    };
+    let subject_claim = p
+        .subject_claim
+        .unwrap_or_else(|| DEFAULT_SUBJECT_CLAIM.to_owned());
+    if subject_claim.trim().is_empty() || subject_claim.trim() != subject_claim {
+        return Err(invalid(
+            key("subject_claim"),
+            format!("{subject_claim:?} is not a claim name (e.g. \"sub\" or \"email\")"),
+        ));
+    }
+    let max_token_age = duration_key(
+        &key("max_token_age"),
+        p.max_token_age.as_deref(),
+        DEFAULT_MAX_TOKEN_AGE,
+        Duration::from_secs(1),
+        MAX_MAX_TOKEN_AGE,
+    )?;
+    Ok(IdentityProviderSettings {
+        issuer,
+        audiences,
+        jwks,
+        subject_claim,
+        max_token_age,
+    })
+}
+
+/// Checks an identity provider's `issuer`: `https://`, or `http://` on localhost, 127.0.0.1 or
+/// [::1] (a test IdP); a host; no user information, query or fragment (OIDC Discovery section 3).
+/// The value is kept as written: `iss` is compared exactly.
+fn validate_idp_issuer(v: &str) -> Result<(), String> {
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{v:?} must not contain spaces or control characters"
+        ));
+    }
+    if v.contains('?') || v.contains('#') {
+        return Err(format!("{v:?} must not have a query or a fragment"));
+    }
+    let uri: axum::http::Uri = v.parse().map_err(|e| format!("{v:?} is not a URL: {e}"))?;
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("https" | "http"), Some(a)) if !a.host().is_empty() => a,
+        (Some("https" | "http"), _) => return Err(format!("{v:?} has no host")),
+        _ => {
+            return Err(format!(
+                "{v:?} must be an https:// URL (e.g. https://idp.example.com)"
+            ));
+        }
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("{v:?} must not carry user information"));
+    }
+    if uri.scheme_str() == Some("http")
+        && !matches!(authority.host(), "localhost" | "127.0.0.1" | "[::1]")
+    {
+        return Err(format!(
+            "{v:?} must be an https:// URL: http:// is only accepted for localhost, 127.0.0.1 and [::1]"
+        ));
+    }
+    Ok(())
+}
+
+/// An identity provider's `audience`: a string or a non-empty array of strings, none empty.
+fn idp_audiences(v: toml::Value) -> Result<Vec<String>, String> {
+    const SHAPE: &str = "must be a string or a non-empty array of strings";
+    let list = match v {
+        toml::Value::String(s) => vec![s],
+        toml::Value::Array(items) if !items.is_empty() => items
+            .into_iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(s),
+                other => Err(format!("{SHAPE}, found {}", other.type_str())),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        toml::Value::Array(_) => return Err(format!("{SHAPE}, found an empty array")),
+        other => return Err(format!("{SHAPE}, found {}", other.type_str())),
+    };
+    if list.iter().any(|a| a.trim().is_empty()) {
+        return Err("must not contain an empty audience".to_owned());
+    }
+    Ok(list)
+}
+
+/// An identity provider's `jwks_url`: an `https://` URL (see [`crate::federation::EndpointUrl`]).
+fn jwks_url(v: &str) -> Result<crate::federation::EndpointUrl, String> {
+    if !v.starts_with("https://") {
+        return Err(format!(
+            "{v:?} must be an https:// URL (e.g. https://idp.example.com/.well-known/jwks.json)"
+        ));
+    }
+    crate::federation::EndpointUrl::parse(v).map_err(|e| match e {
+        crate::federation::FederationError::InvalidUrl { url, reason } => {
+            format!("{url:?}: {reason}")
+        }
+        other => other.to_string(),
+    })
+}
+
 fn validate_log_level(level: &str) -> Result<(), String> {
     if level.trim().is_empty() {
         return Err("must not be empty (e.g. info, debug, warn)".to_owned());
@@ -1114,6 +1366,31 @@ ca_bundle_path = "/etc/signet/agents-ca.pem"
             c.admin_socket_path,
             PathBuf::from("/run/signet-issuer/admin.sock")
         );
+    }
+
+    #[test]
+    fn commented_identity_provider_example_in_deploy_is_valid() {
+        // Uncomment the [[delegation.identity_providers]] example, with jwks_path (the URL keys
+        // are the alternative).
+        let example = include_str!("../../deploy/issuer.toml");
+        let start = example.find("# [[delegation.identity_providers]]").unwrap();
+        let mut text = example.to_owned();
+        for line in example[start..].lines() {
+            let line = line.trim_start_matches("# ");
+            if !line.starts_with("jwks_url") && !line.starts_with("jwks_ca_bundle_path") {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        let c = Config::from_toml(&text).unwrap();
+        let p = &c.delegation.identity_providers[0];
+        assert_eq!(p.issuer, "https://idp.example.com");
+        assert_eq!(
+            p.jwks,
+            JwksSource::Path("/etc/signet-issuer/idp-jwks.json".into())
+        );
+        assert_eq!(p.subject_claim, DEFAULT_SUBJECT_CLAIM);
+        assert_eq!(p.max_token_age, DEFAULT_MAX_TOKEN_AGE);
     }
 
     #[test]
@@ -1570,6 +1847,280 @@ ca_bundle_path = "/etc/signet/web-roots.pem"
             e.contains("[[federation]] 1: partner.org appears twice"),
             "{e}"
         );
+    }
+
+    const IDP: &str = "[[delegation.identity_providers]]\nissuer = \"https://idp.example.com\"\naudience = \"signet\"\n";
+
+    fn idp_err(body: &str) -> String {
+        err(&format!("{MIN}{IDP}{body}"))
+    }
+
+    #[test]
+    fn identity_providers_are_parsed_with_defaults() {
+        let c = Config::from_toml(&format!(
+            r#"{MIN}
+[[delegation.identity_providers]]
+issuer = "https://idp.example.com"
+audience = "signet"
+jwks_path = "/etc/signet/idp-jwks.json"
+
+[[delegation.identity_providers]]
+issuer = "https://login.example.org/tenant/v2.0/"
+audience = ["a", "b"]
+jwks_url = "https://login.example.org/keys?tenant=x"
+jwks_ca_bundle_path = "/etc/signet/idp-ca.pem"
+subject_claim = "email"
+max_token_age = "1h"
+
+[[delegation.identity_providers]]
+issuer = "http://127.0.0.1:5556/dex"
+audience = "signet"
+jwks_url = "https://localhost:5556/dex/keys"
+"#
+        ))
+        .unwrap();
+        let p = &c.delegation.identity_providers;
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p[0],
+            IdentityProviderSettings {
+                issuer: "https://idp.example.com".to_owned(),
+                audiences: vec!["signet".to_owned()],
+                jwks: JwksSource::Path("/etc/signet/idp-jwks.json".into()),
+                subject_claim: "sub".to_owned(),
+                max_token_age: Duration::from_secs(24 * 3600),
+            }
+        );
+        // The issuer is kept exactly as written, trailing slash included.
+        assert_eq!(p[1].issuer, "https://login.example.org/tenant/v2.0/");
+        assert_eq!(p[1].audiences, ["a", "b"]);
+        assert_eq!(p[1].subject_claim, "email");
+        assert_eq!(p[1].max_token_age, Duration::from_secs(3600));
+        let JwksSource::Url {
+            url,
+            ca_bundle_path,
+        } = &p[1].jwks
+        else {
+            panic!("expected a jwks_url");
+        };
+        assert_eq!(url.host(), "login.example.org");
+        assert_eq!(url.path_and_query(), "/keys?tenant=x");
+        assert_eq!(
+            ca_bundle_path.as_deref(),
+            Some(Path::new("/etc/signet/idp-ca.pem"))
+        );
+        assert!(matches!(
+            &p[2].jwks,
+            JwksSource::Url {
+                ca_bundle_path: None,
+                ..
+            }
+        ));
+        // No [delegation] table: no provider.
+        assert!(
+            Config::from_toml(MIN)
+                .unwrap()
+                .delegation
+                .identity_providers
+                .is_empty()
+        );
+        assert!(
+            Config::from_toml(&format!("{MIN}[delegation]\n"))
+                .unwrap()
+                .delegation
+                .identity_providers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn identity_provider_issuer_errors_name_the_key() {
+        let table = |issuer: &str| {
+            err(&format!(
+                "{MIN}[[delegation.identity_providers]]\nissuer = \"{issuer}\"\naudience = \"signet\"\njwks_path = \"/j.json\"\n"
+            ))
+        };
+        for (issuer, why) in [
+            ("idp.example.com", "must be an https:// URL"),
+            ("ftp://idp.example.com", "must be an https:// URL"),
+            (
+                "http://idp.example.com",
+                "http:// is only accepted for localhost",
+            ),
+            (
+                "https://idp.example.com/?a=b",
+                "must not have a query or a fragment",
+            ),
+            (
+                "https://idp.example.com/#top",
+                "must not have a query or a fragment",
+            ),
+            ("https://idp example.com", "must not contain spaces"),
+            (
+                "https://user@idp.example.com",
+                "must not carry user information",
+            ),
+            ("https:///path", "is not a URL"),
+        ] {
+            let e = table(issuer);
+            assert!(
+                e.starts_with("invalid config: delegation.identity_providers[0].issuer: ")
+                    && e.contains(why),
+                "{issuer}: {e}"
+            );
+        }
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1:5556/dex",
+            "http://[::1]:1",
+        ] {
+            let c = Config::from_toml(&format!(
+                "{MIN}[[delegation.identity_providers]]\nissuer = \"{local}\"\naudience = \"a\"\njwks_path = \"/j\"\n"
+            ));
+            assert!(c.is_ok(), "{local}: {:?}", c.err());
+        }
+        let e = err(&format!(
+            "{MIN}[[delegation.identity_providers]]\naudience = \"signet\"\njwks_path = \"/j\"\n"
+        ));
+        assert!(
+            e.starts_with("invalid config: delegation.identity_providers[0].issuer: is required"),
+            "{e}"
+        );
+        // The issuer's own JWT-SVID issuer is not an identity provider.
+        let e = err(&format!(
+            "{MIN}jwt_issuer = \"https://oidc.example.org/\"\n[[delegation.identity_providers]]\nissuer = \"https://oidc.example.org\"\naudience = \"a\"\njwks_path = \"/j\"\n"
+        ));
+        assert!(
+            e.contains("delegation.identity_providers[0].issuer: \"https://oidc.example.org\" is this issuer's own jwt_issuer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_identity_provider_issuers_are_refused() {
+        let e = err(&format!(
+            "{MIN}{IDP}jwks_path = \"/a.json\"\n{IDP}jwks_path = \"/b.json\"\n"
+        ));
+        assert_eq!(
+            e,
+            "invalid config: delegation.identity_providers[1].issuer: \"https://idp.example.com\" is also the issuer of delegation.identity_providers[0] (one table per issuer)"
+        );
+    }
+
+    #[test]
+    fn identity_provider_audience_errors_name_the_key() {
+        let e = err(&format!(
+            "{MIN}[[delegation.identity_providers]]\nissuer = \"https://idp.example.com\"\njwks_path = \"/j\"\n"
+        ));
+        assert!(
+            e.starts_with("invalid config: delegation.identity_providers[0].audience: is required"),
+            "{e}"
+        );
+        let with_audience = |aud: &str| {
+            err(&format!(
+                "{MIN}[[delegation.identity_providers]]\nissuer = \"https://idp.example.com\"\naudience = {aud}\njwks_path = \"/j\"\n"
+            ))
+        };
+        for (aud, why) in [
+            ("[]", "found an empty array"),
+            ("7", "found integer"),
+            ("[\"a\", 1]", "found integer"),
+            ("\"\"", "must not contain an empty audience"),
+            ("[\"a\", \" \"]", "must not contain an empty audience"),
+        ] {
+            let e = with_audience(aud);
+            assert!(
+                e.starts_with("invalid config: delegation.identity_providers[0].audience: ")
+                    && e.contains(why),
+                "{aud}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn identity_provider_jwks_errors_name_the_key() {
+        assert_eq!(
+            idp_err(""),
+            "invalid config: delegation.identity_providers[0].jwks_path: is required unless jwks_url is set (exactly one of the two)"
+        );
+        assert_eq!(
+            idp_err("jwks_path = \"/j\"\njwks_url = \"https://idp.example.com/jwks\"\n"),
+            "invalid config: delegation.identity_providers[0].jwks_url: jwks_path is set too: give exactly one of jwks_path and jwks_url"
+        );
+        assert_eq!(
+            idp_err("jwks_path = \"jwks.json\"\n"),
+            "invalid config: delegation.identity_providers[0].jwks_path: \"jwks.json\" must be an absolute path"
+        );
+        assert_eq!(
+            idp_err("jwks_path = \"/j\"\njwks_ca_bundle_path = \"/ca.pem\"\n"),
+            "invalid config: delegation.identity_providers[0].jwks_ca_bundle_path: is only used with jwks_url"
+        );
+        assert_eq!(
+            idp_err(
+                "jwks_url = \"https://idp.example.com/jwks\"\njwks_ca_bundle_path = \"ca.pem\"\n"
+            ),
+            "invalid config: delegation.identity_providers[0].jwks_ca_bundle_path: \"ca.pem\" must be an absolute path"
+        );
+        for (url, why) in [
+            ("http://idp.example.com/jwks", "must be an https:// URL"),
+            ("idp.example.com/jwks", "must be an https:// URL"),
+            ("https://idp.example.com/jwks#k", "must not have a fragment"),
+            (
+                "https://u:p@idp.example.com/jwks",
+                "must not carry user information",
+            ),
+            ("https://", "not a URL"),
+        ] {
+            let e = idp_err(&format!("jwks_url = \"{url}\"\n"));
+            assert!(
+                e.starts_with("invalid config: delegation.identity_providers[0].jwks_url: ")
+                    && e.contains(why),
+                "{url}: {e}"
+            );
+        }
+        // The second table is named by its index.
+        let e = err(&format!(
+            "{MIN}{IDP}jwks_path = \"/a\"\n[[delegation.identity_providers]]\nissuer = \"https://b.example\"\naudience = \"x\"\njwks_url = \"ftp://b\"\n"
+        ));
+        assert!(
+            e.starts_with("invalid config: delegation.identity_providers[1].jwks_url: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn identity_provider_subject_and_age_errors_name_the_key() {
+        for bad in ["", " ", " sub"] {
+            let e = idp_err(&format!("jwks_path = \"/j\"\nsubject_claim = \"{bad}\"\n"));
+            assert!(
+                e.starts_with("invalid config: delegation.identity_providers[0].subject_claim: ")
+                    && e.contains("is not a claim name"),
+                "{bad:?}: {e}"
+            );
+        }
+        for (age, why) in [
+            ("0s", "is out of range"),
+            ("31d", "is out of range"),
+            ("soon", "is not a duration"),
+            ("1.5s", "use whole seconds"),
+        ] {
+            let e = idp_err(&format!("jwks_path = \"/j\"\nmax_token_age = \"{age}\"\n"));
+            assert!(
+                e.starts_with("invalid config: delegation.identity_providers[0].max_token_age: ")
+                    && e.contains(why),
+                "{age}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_delegation_keys_are_refused() {
+        let e = idp_err("jwks_path = \"/j\"\njwks_uri = \"https://x/\"\n");
+        assert!(e.contains("unknown field `jwks_uri`"), "{e}");
+        let e = err(&format!("{MIN}[delegation]\nidentity_provider = []\n"));
+        assert!(e.contains("unknown field `identity_provider`"), "{e}");
+        let e = idp_err("jwks_path = \"/j\"\nmax_token_age = 60\n");
+        assert!(e.contains("invalid type"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! Modules: [`state`] (the shared issuer state), [`node`] (node API for agents), [`metrics`],
 //! [`config`] (TOML configuration), [`admin`] (admin API server), [`entries`] (entry validation),
 //! [`federation`] (federation relationships and bundle pollers), [`bundle_endpoint`] (the SPIFFE
-//! bundle endpoint and OIDC discovery),
+//! bundle endpoint and OIDC discovery), [`idp`] (the OpenID Connect identity providers whose ID
+//! tokens prove the subject of a delegation),
 //! [`health`] (`/live`, `/ready`, `/metrics`), [`ca_sync`] (CA journal and own bundle in the
 //! store), [`instrumented`] (store call metrics), [`audit`], [`logging`]; `tls_accept` (crate-private)
 //! runs the TLS handshakes of the node API and the bundle endpoint. The binary adds the start-up
@@ -21,6 +22,7 @@ pub mod config;
 pub mod entries;
 pub mod federation;
 pub mod health;
+pub mod idp;
 pub mod instrumented;
 pub mod logging;
 pub mod metrics;

@@ -16,6 +16,7 @@ use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, JWT_JOURNAL, WIT_JOURNAL, unix_
 use signet_issuer::config::{Config, FederationSettings, redact_url};
 use signet_issuer::federation::{self, ConfiguredRelationship, Federation, Profile, Relationship};
 use signet_issuer::health::{self, Health};
+use signet_issuer::idp::IdentityProviders;
 use signet_issuer::instrumented::InstrumentedStore;
 use signet_issuer::metrics::Metrics;
 use signet_issuer::node::NodeApiOptions;
@@ -161,6 +162,12 @@ pub async fn run(config: Config) -> Result<()> {
         SystemTime::now(),
     )
     .map_err(|e| anyhow!("cannot open the WIT signing keys: {e}"))?;
+    // Reads the JWKS files (an invalid one stops start-up) and fetches the JWKS URLs once.
+    let identity_providers = Arc::new(
+        IdentityProviders::new(&config.delegation.identity_providers)
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    );
     let issuer = Arc::new(Issuer {
         trust_domain: config.trust_domain.clone(),
         store: store.clone(),
@@ -174,6 +181,7 @@ pub async fn run(config: Config) -> Result<()> {
         issuer_id: issuer_id(&config.trust_domain)
             .map_err(|e| anyhow!("issuer ID of {}: {e}", config.trust_domain))?,
         notifier: Arc::new(signet_issuer::node::notify::RevisionNotifier::new()),
+        identity_providers: identity_providers.clone(),
     });
     let ca_sync = Arc::new(
         CaSync::new(issuer.clone(), config.ca.ttl)
@@ -301,6 +309,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut background = JoinSet::new();
     background.spawn(federation.clone().run());
+    background.spawn(identity_providers.clone().run());
     let rotation_every =
         rotation_interval(&[config.ca.ttl, config.jwt.key_ttl, config.wit.key_ttl]);
     background.spawn(rotation_loop(
@@ -320,6 +329,7 @@ pub async fn run(config: Config) -> Result<()> {
         x509pop = config.x509pop.is_some(),
         bundle_endpoint = bundle_endpoint_addr.map(|a| a.to_string()).unwrap_or_default(),
         federation = config.federation.len(),
+        identity_providers = identity_providers.len(),
         "issuer ready"
     );
 

@@ -9,6 +9,7 @@ use signet_spiffe::bundle::Bundle;
 use signet_spiffe::{SpiffeId, TrustDomain};
 use signet_store::Store;
 
+use crate::idp::IdentityProviders;
 use crate::metrics::Metrics;
 use crate::node::notify::RevisionNotifier;
 
@@ -51,6 +52,10 @@ pub struct Issuer {
     /// [`RevisionNotifier::notify`] after every in-process change of registration entries or of
     /// the own trust bundle (`RevisionNotifier::new()` when building an `Issuer`).
     pub notifier: Arc<RevisionNotifier>,
+    /// The OpenID Connect identity providers of `[[delegation.identity_providers]]`, which verify
+    /// the ID tokens that prove a delegation's subject (`IdentityProviders::empty()` when building
+    /// an `Issuer` without them).
+    pub identity_providers: Arc<IdentityProviders>,
 }
 
 impl Issuer {

@@ -21,6 +21,7 @@ use signet_attestors::join_token;
 use signet_attestors::x509pop::{self, X509PopAgent};
 use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager, TokenKind};
 use signet_ca::{CaConfig, CertificateAuthority, KeyType};
+use signet_issuer::idp::IdentityProviders;
 use signet_issuer::metrics::Metrics;
 use signet_issuer::node::notify::RevisionNotifier;
 use signet_issuer::node::{NodeApiOptions, serve_with};
@@ -135,6 +136,7 @@ impl Env {
             },
             metrics: Arc::new(Metrics::new()),
             notifier: Arc::new(opts.notifier),
+            identity_providers: Arc::new(IdentityProviders::empty()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -499,7 +499,7 @@ fn optional_u64(doc: &Map<String, Value>, field: &'static str) -> Result<Option<
 
 /// A problem with one JWK, before it is tied to an index.
 #[derive(Debug)]
-enum KeyFault {
+pub(crate) enum KeyFault {
     Missing(&'static str),
     Invalid(&'static str, String),
 }
@@ -671,7 +671,10 @@ fn b64url_param(jwk: &Map<String, Value>, field: &'static str) -> Result<Vec<u8>
     }
 }
 
-fn str_param<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, KeyFault> {
+pub(crate) fn str_param<'a>(
+    jwk: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, KeyFault> {
     match jwk.get(field) {
         None => Err(KeyFault::Missing(field)),
         Some(Value::String(s)) => Ok(s),
@@ -680,7 +683,7 @@ fn str_param<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result<&'a
 }
 
 /// Reads the key parameters of a JWK of type `kty` (one of [`KNOWN_KTYS`]) and checks their shape.
-fn read_key_params(kty: &str, jwk: &Map<String, Value>) -> Result<KeyParams, KeyFault> {
+pub(crate) fn read_key_params(kty: &str, jwk: &Map<String, Value>) -> Result<KeyParams, KeyFault> {
     match kty {
         "EC" => {
             let crv = str_param(jwk, "crv")?;
@@ -748,33 +751,34 @@ fn read_key_params(kty: &str, jwk: &Map<String, Value>) -> Result<KeyParams, Key
 }
 
 /// Checks that a JWT authority's JWK holds a usable public key: parameters present, well-formed,
-/// and (for EC and Ed25519) a point that aws-lc accepts.
-fn check_public_jwk(kty: &str, jwk: &Map<String, Value>) -> Result<(), KeyFault> {
+/// and (for EC and Ed25519) a point that aws-lc accepts. Returns the decoded parameters.
+pub(crate) fn check_public_jwk(kty: &str, jwk: &Map<String, Value>) -> Result<KeyParams, KeyFault> {
     use aws_lc_rs::signature::{
         ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ECDSA_P521_SHA512_FIXED, ED25519,
         ParsedPublicKey,
     };
-    match read_key_params(kty, jwk)? {
+    let params = read_key_params(kty, jwk)?;
+    match &params {
         KeyParams::Ec { crv, x, y } => {
-            let alg = match crv {
+            let alg = match *crv {
                 "P-256" => &ECDSA_P256_SHA256_FIXED,
                 "P-384" => &ECDSA_P384_SHA384_FIXED,
                 _ => &ECDSA_P521_SHA512_FIXED,
             };
             let mut point = Vec::with_capacity(1 + x.len() + y.len());
             point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
+            point.extend_from_slice(x);
+            point.extend_from_slice(y);
             ParsedPublicKey::new(alg, &point)
                 .map_err(|_| KeyFault::Invalid("x", format!("(x, y) is not a point on {crv}")))?;
         }
         KeyParams::Okp { x, .. } => {
-            ParsedPublicKey::new(&ED25519, &x)
+            ParsedPublicKey::new(&ED25519, x)
                 .map_err(|_| KeyFault::Invalid("x", "is not an Ed25519 public key".to_owned()))?;
         }
         KeyParams::Rsa { .. } => {}
     }
-    Ok(())
+    Ok(params)
 }
 
 fn decode_x509_key(

@@ -412,6 +412,16 @@ impl<'a> Jws<'a> {
         self.header.get("typ").and_then(Value::as_str)
     }
 
+    /// The payload as a JSON object of claims ([`JwtSvidError::ClaimsNotJson`] otherwise). The
+    /// claims are not trusted before [`Jws::verify_signature`] succeeds.
+    pub fn claims(&self) -> Result<Map<String, Value>, JwtSvidError> {
+        match serde_json::from_slice::<Value>(&self.payload) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(JwtSvidError::ClaimsNotJson("not an object".to_owned())),
+            Err(e) => Err(JwtSvidError::ClaimsNotJson(e.to_string())),
+        }
+    }
+
     /// Verifies the signature with the public JWK `jwk`; `kid` only names the key in errors.
     ///
     /// The key must fit the algorithm ([`JwtSvidError::KeyAlgorithmMismatch`] otherwise) before
@@ -549,11 +559,7 @@ pub(crate) fn verify_signed_claims<B: Borrow<Bundle>>(
         Some(kid) if !kid.is_empty() => kid.to_owned(),
         _ => return Err(JwtSvidError::MissingKeyId),
     };
-    let claims = match serde_json::from_slice::<Value>(&jws.payload) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(JwtSvidError::ClaimsNotJson("not an object".to_owned())),
-        Err(e) => return Err(JwtSvidError::ClaimsNotJson(e.to_string())),
-    };
+    let claims = jws.claims()?;
     let spiffe_id = match claims.get("sub") {
         None => return Err(JwtSvidError::MissingClaim("sub")),
         Some(Value::String(sub)) => SpiffeId::parse(sub).map_err(JwtSvidError::InvalidSubject)?,
@@ -659,7 +665,7 @@ pub fn numeric_date(
 }
 
 /// The `aud` claim as a list: a non-empty string, or a non-empty array of non-empty strings.
-fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtSvidError> {
+pub fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtSvidError> {
     let invalid = |reason| JwtSvidError::InvalidClaim {
         name: "aud",
         reason,

@@ -5,6 +5,7 @@
 //! - [`svid`]: the X509-SVID rules, for leaves and signing certificates, and chain verification.
 //! - [`jwt`] and [`wit`]: JWT-SVID and WIT-SVID validation against the JWT and WIT authorities
 //!   of a bundle.
+//! - [`jwks`]: a plain JWK Set of signing keys (an OpenID Connect identity provider's keys).
 //! - [`tls`]: peer authentication by SPIFFE ID against a trust bundle, and the rustls verifier
 //!   adapter that applies it to TLS handshakes.
 //!
@@ -12,6 +13,7 @@
 
 pub mod bundle;
 pub mod id;
+pub mod jwks;
 pub mod svid;
 pub mod tls;
 

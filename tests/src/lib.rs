@@ -10,6 +10,9 @@
 //! The binary is found next to the test executable (`target/debug/deps/..` -> `target/debug/`);
 //! build it first (`cargo build -p signet-issuer`; `cargo nextest run` / `cargo test` on the
 //! workspace builds it).
+//!
+//! Fixtures: [`pki`] (a throwaway web CA), [`idp`] (a test OpenID Connect identity provider: keys,
+//! a JWKS file or HTTPS server, ID tokens), [`agent`] (the real `signet-agent`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -744,4 +747,5 @@ pub fn have_openssl() -> bool {
         .is_ok_and(|s| s.success())
 }
 pub mod agent;
+pub mod idp;
 pub mod pki;

@@ -1,5 +1,8 @@
 //! The HTTPS client of the federation pollers: one `GET` over TLS (rustls, aws-lc-rs) with the
 //! verifier of the relationship's profile, HTTP/1.1 by hyper, a size limit and a deadline.
+//!
+//! [`https_get`] and [`web_client_config`] are the crate's one HTTPS client: the identity
+//! providers' JWKS fetches ([`crate::idp`]) use them too.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use tokio_rustls::TlsConnector;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{POLL_TIMEOUT, PollError, Profile, Relationship, parse_roots};
+use super::{EndpointUrl, POLL_TIMEOUT, PollError, Profile, Relationship, parse_roots};
 
 /// Largest bundle document accepted (1 MiB).
 pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
@@ -48,7 +51,7 @@ pub fn system_roots_pem() -> Result<String, String> {
         }
     }
     Err(format!(
-        "no system CA roots found (looked at SSL_CERT_FILE and {}): configure a CA bundle for this https_web relationship",
+        "no system CA roots found (looked at SSL_CERT_FILE and {})",
         SYSTEM_ROOT_FILES.join(", ")
     ))
 }
@@ -71,26 +74,51 @@ pub(super) fn foreign_trust_domain(der: &[u8], td: &TrustDomain) -> Option<Strin
     None
 }
 
+fn client_builder() -> Result<
+    (
+        rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
+        Arc<rustls::crypto::CryptoProvider>,
+    ),
+    PollError,
+> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PollError::Roots(format!("TLS configuration: {e}")))?;
+    Ok((builder, provider))
+}
+
+/// The TLS client configuration of ordinary web PKI (HTTP/1.1): the server's certificate must
+/// chain to `roots` and name the URL's host.
+pub(crate) fn web_client_config(
+    roots: rustls::RootCertStore,
+) -> Result<rustls::ClientConfig, PollError> {
+    let (builder, _) = client_builder()?;
+    let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// The TLS client configuration of a relationship's profile. `current` is the stored bundle of the
 /// relationship's trust domain (required for `https_spiffe`).
 fn client_config(
     rel: &Relationship,
     current: Option<&Bundle>,
 ) -> Result<rustls::ClientConfig, PollError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PollError::Roots(format!("TLS configuration: {e}")))?;
     let mut cfg = match &rel.profile {
         Profile::HttpsWeb { ca_bundle_pem } => {
             let pem = match ca_bundle_pem {
                 Some(p) => p.clone(),
-                None => system_roots_pem().map_err(PollError::Roots)?,
+                None => system_roots_pem().map_err(|e| {
+                    PollError::Roots(format!(
+                        "{e}: configure a CA bundle for this https_web relationship"
+                    ))
+                })?,
             };
-            let roots = parse_roots(&pem).map_err(|e| PollError::Roots(e.to_string()))?;
-            builder.with_root_certificates(roots).with_no_client_auth()
+            web_client_config(parse_roots(&pem).map_err(|e| PollError::Roots(e.to_string()))?)?
         }
         Profile::HttpsSpiffe { endpoint_spiffe_id } => {
+            let (builder, provider) = client_builder()?;
             let bundle = current
                 .filter(|b| !b.x509_authorities.is_empty())
                 .ok_or_else(|| PollError::NoBundle(rel.trust_domain.name().to_owned()))?;
@@ -139,13 +167,21 @@ pub(super) async fn fetch(
     current: Option<&Bundle>,
 ) -> Result<Vec<u8>, PollError> {
     let cfg = client_config(rel, current)?;
-    tokio::time::timeout(POLL_TIMEOUT, get(rel, cfg))
+    https_get(&rel.url, Arc::new(cfg)).await
+}
+
+/// `GET`s `url` over TLS with `cfg` (HTTP/1.1, `Accept: application/json`) within
+/// [`POLL_TIMEOUT`] and returns the body of a `200` answer, at most [`MAX_BUNDLE_BYTES`].
+pub(crate) async fn https_get(
+    url: &EndpointUrl,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<Vec<u8>, PollError> {
+    tokio::time::timeout(POLL_TIMEOUT, get(url, cfg))
         .await
         .map_err(|_| PollError::Timeout(POLL_TIMEOUT.as_secs()))?
 }
 
-async fn get(rel: &Relationship, cfg: rustls::ClientConfig) -> Result<Vec<u8>, PollError> {
-    let url = &rel.url;
+async fn get(url: &EndpointUrl, cfg: Arc<rustls::ClientConfig>) -> Result<Vec<u8>, PollError> {
     let addr = if url.host().contains(':') {
         format!("[{}]:{}", url.host(), url.port())
     } else {
@@ -162,7 +198,7 @@ async fn get(rel: &Relationship, cfg: rustls::ClientConfig) -> Result<Vec<u8>, P
         addr: addr.clone(),
         reason: format!("server name: {e}"),
     })?;
-    let tls = TlsConnector::from(Arc::new(cfg))
+    let tls = TlsConnector::from(cfg)
         .connect(server_name, tcp)
         .await
         .map_err(|e| PollError::Tls {

@@ -31,6 +31,7 @@ use crate::ca_sync::unix_secs;
 use crate::state::Issuer;
 
 pub use fetch::{MAX_BUNDLE_BYTES, system_roots_pem};
+pub(crate) use fetch::{https_get, web_client_config};
 
 /// Profile name of ordinary web PKI endpoints.
 pub const PROFILE_HTTPS_WEB: &str = "https_web";
@@ -175,7 +176,7 @@ pub enum PollError {
     #[error("the endpoint answered HTTP status {0}")]
     Status(u16),
     /// The body exceeds [`MAX_BUNDLE_BYTES`].
-    #[error("the bundle is larger than {MAX_BUNDLE_BYTES} bytes")]
+    #[error("the document is larger than {MAX_BUNDLE_BYTES} bytes")]
     TooLarge,
     /// The whole poll took longer than [`POLL_TIMEOUT`].
     #[error("no complete answer within {0}s")]
