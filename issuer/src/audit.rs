@@ -3,6 +3,7 @@
 //! (filtered listings) and [`publisher`] (the NATS JetStream stream, with the log as its outbox).
 
 pub mod list;
+pub mod publisher;
 pub mod trace;
 pub mod verify;
 

@@ -11,6 +11,7 @@ use signet_attestors::x509pop;
 use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager, TokenKind};
 use signet_ca::{CaConfig, CertificateAuthority};
 use signet_issuer::admin::{self, AdminOptions, AdminService};
+use signet_issuer::audit::publisher::AuditPublisher;
 use signet_issuer::bundle_endpoint::BundleEndpoint;
 use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, JWT_JOURNAL, WIT_JOURNAL, unix_secs};
 use signet_issuer::config::{Config, FederationSettings, redact_url};
@@ -46,6 +47,9 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 const COUNTS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long start-up waits for the datastore.
 const STORE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the audit publisher to finish its round (one acknowledgment
+/// timeout and the cursor write).
+const PUBLISHER_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the servers to finish in-flight calls.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -310,6 +314,20 @@ pub async fn run(config: Config) -> Result<()> {
     ));
     background.spawn(prune_loop(issuer.clone(), shutdown.clone()));
     background.spawn(counts_loop(issuer.clone(), shutdown.clone()));
+    // The audit publisher finishes its round at shutdown (so its cursor is stored), apart from the
+    // loops that are simply aborted.
+    let publisher = config.audit_nats.clone().map(|settings| {
+        tracing::info!(
+            url = %settings.redacted_urls(),
+            stream = %settings.stream,
+            subject = %settings.subject,
+            "publishing the audit log to NATS JetStream"
+        );
+        tokio::spawn(
+            AuditPublisher::new(store.clone(), settings, metrics.clone())
+                .run(shutdown.clone().wait()),
+        )
+    });
 
     tracing::info!(
         trust_domain = %config.trust_domain,
@@ -320,6 +338,7 @@ pub async fn run(config: Config) -> Result<()> {
         x509pop = config.x509pop.is_some(),
         bundle_endpoint = bundle_endpoint_addr.map(|a| a.to_string()).unwrap_or_default(),
         federation = config.federation.len(),
+        audit_nats = config.audit_nats.is_some(),
         "issuer ready"
     );
 
@@ -356,6 +375,11 @@ pub async fn run(config: Config) -> Result<()> {
         servers.abort_all();
     }
     background.abort_all();
+    if let Some(task) = publisher
+        && tokio::time::timeout(PUBLISHER_GRACE, task).await.is_err()
+    {
+        tracing::warn!("the audit publisher did not stop in time");
+    }
     federation.stop().await;
     let _ = std::fs::remove_file(&config.admin_socket_path);
     tracing::info!("issuer stopped");
