@@ -39,3 +39,20 @@ pub async fn record(
         Err(e) => tracing::error!(error = %e, kind, subject, "cannot append audit event"),
     }
 }
+
+/// Helpers of this module's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use signet_store::Store;
+
+    /// A fresh SQLite store in a temporary directory (kept alive by the returned guard).
+    pub(crate) async fn temp_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.sqlite3").display());
+        (dir, signet_store::open(&url).await.unwrap())
+    }
+}

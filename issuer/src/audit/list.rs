@@ -91,9 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn listing_pages_and_filters() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.sqlite3").display());
-        let store = signet_store::open(&url).await.unwrap();
+        let (_dir, store) = crate::audit::testing::temp_store().await;
         for kind in ["a.x", "b.y", "a.z", "a.x"] {
             store
                 .append_audit_event(signet_store::NewAuditEvent {

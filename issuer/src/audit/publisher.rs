@@ -477,6 +477,8 @@ mod tests {
     use futures::StreamExt;
     use signet_store::NewAuditEvent;
 
+    use crate::audit::testing::temp_store as store;
+
     #[test]
     fn subjects_are_valid_for_any_kind() {
         assert_eq!(
@@ -488,12 +490,6 @@ mod tests {
         assert_eq!(event_subject("a", "x..y."), "a.x._.y._");
         assert_eq!(event_subject("a", "k*>"), "a.k__");
         assert_eq!(event_subject("a", "sp ace.é"), "a.sp_ace._");
-    }
-
-    async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.sqlite3").display());
-        (dir, signet_store::open(&url).await.unwrap())
     }
 
     async fn append(store: &dyn Store, kind: &str, i: usize) -> AuditEvent {

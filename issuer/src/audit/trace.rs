@@ -411,18 +411,13 @@ mod tests {
     use super::*;
     use serde_json::json;
     use signet_store::NewAuditEvent;
-    use std::sync::Arc;
+
+    use crate::audit::testing::temp_store as store;
 
     const ALICE: &str = "https://idp.example.com#alice";
     const PLANNER: &str = "spiffe://td/planner";
     const SEARCH: &str = "spiffe://td/search";
     const FETCH: &str = "spiffe://td/fetch";
-
-    async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.sqlite3").display());
-        (dir, signet_store::open(&url).await.unwrap())
-    }
 
     async fn append(
         store: &dyn Store,

@@ -364,9 +364,7 @@ mod tests {
     use signet_store::NewAuditEvent;
 
     async fn store_with(n: usize) -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.sqlite3").display());
-        let store = signet_store::open(&url).await.unwrap();
+        let (dir, store) = crate::audit::testing::temp_store().await;
         for i in 0..n {
             store
                 .append_audit_event(NewAuditEvent {
