@@ -329,6 +329,7 @@ pub async fn run(config: Config) -> Result<()> {
         )
     });
 
+    let mut signals = StopSignals::new()?;
     tracing::info!(
         trust_domain = %config.trust_domain,
         node_api = %node_addr,
@@ -344,8 +345,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut failure = None;
     tokio::select! {
-        sig = wait_for_signal() => {
-            let sig = sig?;
+        sig = signals.wait() => {
             tracing::info!(signal = sig, "shutting down");
         }
         Some(done) = servers.join_next() => {
@@ -429,13 +429,27 @@ fn configured_relationship(f: &FederationSettings) -> Result<ConfiguredRelations
     })
 }
 
-async fn wait_for_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
+/// SIGTERM and SIGINT, watched from creation on: create it before announcing readiness, so that a
+/// signal sent right after `issuer ready` is not lost to the default action (exit by signal).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 

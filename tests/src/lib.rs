@@ -367,13 +367,16 @@ fn spawn_ready(config_path: &Path) -> Result<(Child, Logs, SocketAddr, SocketAdd
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v.get("message").and_then(|m| m.as_str()) == Some("issuer ready")
+                let ready = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|v| v.get("message").and_then(|m| m.as_str()) == Some("issuer ready"));
+                // Buffered before the caller is told, so that its `logs()` holds the ready line.
+                logs.push(line);
+                if let Some(v) = ready
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(v);
                 }
-                logs.push(line);
             }
             logs.close();
             // Dropping `tx` here tells a waiting caller that the process is gone.
