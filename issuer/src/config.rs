@@ -52,6 +52,11 @@ pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Longest accepted `max_token_age` (30 days).
 pub const MAX_MAX_TOKEN_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Default `[audit.nats] subject`: events go to `<subject>.<kind>`.
+pub const DEFAULT_AUDIT_NATS_SUBJECT: &str = "signet.audit";
+/// Default `[audit.nats] stream`.
+pub const DEFAULT_AUDIT_NATS_STREAM: &str = "SIGNET_AUDIT";
+
 /// A configuration error; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -131,6 +136,8 @@ pub struct Config {
     pub wit: WitSettings,
     /// Delegation for AI agents (`[delegation]`): tokens are served when `policies_dir` is set.
     pub delegation: DelegationSettings,
+    /// Publishing of the audit events to NATS JetStream, when `[audit.nats]` is present.
+    pub audit_nats: Option<AuditNatsSettings>,
 }
 
 /// The `[delegation]` table, validated.
@@ -190,6 +197,54 @@ pub enum JwksSource {
         /// `jwks_ca_bundle_path`: PEM roots to trust instead of the system roots.
         ca_bundle_path: Option<PathBuf>,
     },
+}
+
+/// How the audit publisher authenticates to NATS (`[audit.nats]` `creds_path` or `token_path`).
+/// Only paths: the files are read when connecting, and their content is never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsCredentials {
+    /// No credentials.
+    None,
+    /// A NATS `.creds` file (user JWT and NKey seed).
+    CredsFile(PathBuf),
+    /// A file holding a token (surrounding whitespace ignored).
+    TokenFile(PathBuf),
+}
+
+/// The `[audit.nats]` table, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuditNatsSettings {
+    /// Server URLs (`nats://` or `tls://`), tried in order; the config's `url` may list several
+    /// separated by commas. May hold a password: log [`AuditNatsSettings::redacted_urls`].
+    pub urls: Vec<String>,
+    /// Subject prefix: an event of kind `K` goes to `<subject>.<K>`.
+    pub subject: String,
+    /// JetStream stream (created with subjects `<subject>.>` if missing).
+    pub stream: String,
+    /// Credentials.
+    pub credentials: NatsCredentials,
+}
+
+impl AuditNatsSettings {
+    /// The server URLs with any password replaced by `***`, comma-separated.
+    pub fn redacted_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl std::fmt::Debug for AuditNatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditNatsSettings")
+            .field("urls", &self.redacted_urls())
+            .field("subject", &self.subject)
+            .field("stream", &self.stream)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
 }
 
 /// The `[jwt]` table (or the `[wit]` table, [`WitSettings`]), validated.
@@ -293,6 +348,8 @@ struct RawConfig {
     federation: Vec<RawFederation>,
     #[serde(default)]
     delegation: RawDelegation,
+    #[serde(default)]
+    audit: RawAudit,
 }
 
 /// `[delegation]`.
@@ -319,6 +376,22 @@ struct RawIdentityProvider {
     jwks_ca_bundle_path: Option<PathBuf>,
     subject_claim: Option<String>,
     max_token_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    nats: Option<RawAuditNats>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuditNats {
+    url: Option<String>,
+    subject: Option<String>,
+    stream: Option<String>,
+    creds_path: Option<PathBuf>,
+    token_path: Option<PathBuf>,
 }
 
 /// `[jwt]` and `[wit]`.
@@ -673,6 +746,7 @@ impl Config {
         }
 
         let delegation = delegation_settings(raw.delegation, jwt_issuer.as_deref())?;
+        let audit_nats = raw.audit.nats.map(audit_nats_settings).transpose()?;
 
         Ok(Config {
             trust_domain,
@@ -701,6 +775,7 @@ impl Config {
             jwt,
             wit,
             delegation,
+            audit_nats,
         })
     }
 
@@ -1129,6 +1204,113 @@ fn validate_idp_issuer(v: &str) -> Result<(), String> {
     {
         return Err(format!(
             "{v:?} must be an https:// URL: http:// is only accepted for localhost, 127.0.0.1 and [::1]"
+        ));
+    }
+    Ok(())
+}
+
+fn audit_nats_settings(n: RawAuditNats) -> Result<AuditNatsSettings, ConfigError> {
+    let url = n.url.ok_or_else(|| {
+        invalid(
+            "audit.nats.url",
+            "is required to publish the audit log (e.g. url = \"nats://127.0.0.1:4222\")",
+        )
+    })?;
+    let mut urls = Vec::new();
+    for part in url.split(',') {
+        let part = part.trim();
+        let shown = redact_url(part);
+        if part.is_empty() {
+            return Err(invalid(
+                "audit.nats.url",
+                "has an empty server address (write nats://HOST:PORT, several separated by commas)",
+            ));
+        }
+        if !(part.starts_with("nats://") || part.starts_with("tls://")) {
+            return Err(invalid(
+                "audit.nats.url",
+                format!("{shown:?}: expected a nats:// or tls:// URL (e.g. nats://127.0.0.1:4222)"),
+            ));
+        }
+        let addr: async_nats::ServerAddr = part
+            .parse()
+            .map_err(|e| invalid("audit.nats.url", format!("{shown:?}: {e}")))?;
+        if addr.host().is_empty() {
+            return Err(invalid("audit.nats.url", format!("{shown:?} has no host")));
+        }
+        urls.push(part.to_owned());
+    }
+    let subject = n
+        .subject
+        .unwrap_or_else(|| DEFAULT_AUDIT_NATS_SUBJECT.to_owned());
+    validate_nats_subject(&subject).map_err(|m| invalid("audit.nats.subject", m))?;
+    let stream = n
+        .stream
+        .unwrap_or_else(|| DEFAULT_AUDIT_NATS_STREAM.to_owned());
+    validate_stream_name(&stream).map_err(|m| invalid("audit.nats.stream", m))?;
+    let credentials = match (n.creds_path, n.token_path) {
+        (None, None) => NatsCredentials::None,
+        (Some(p), None) => {
+            NatsCredentials::CredsFile(absolute_path_key("audit.nats.creds_path", p)?)
+        }
+        (None, Some(p)) => {
+            NatsCredentials::TokenFile(absolute_path_key("audit.nats.token_path", p)?)
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "audit.nats.token_path",
+                "set either creds_path or token_path, not both",
+            ));
+        }
+    };
+    Ok(AuditNatsSettings {
+        urls,
+        subject,
+        stream,
+        credentials,
+    })
+}
+
+/// A NATS subject to publish under: dot-separated tokens of visible ASCII, none empty, without
+/// the wildcards `*` and `>`.
+fn validate_nats_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("must not be empty (e.g. signet.audit)".to_owned());
+    }
+    if subject.len() > 200 {
+        return Err(format!("{subject:?} is longer than 200 bytes"));
+    }
+    if !subject.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{subject:?} must be visible ASCII without spaces (tokens separated by dots, e.g. signet.audit)"
+        ));
+    }
+    for token in subject.split('.') {
+        if token.is_empty() {
+            return Err(format!(
+                "{subject:?} has an empty token (no leading, trailing or double dots)"
+            ));
+        }
+        if token.contains(['*', '>']) {
+            return Err(format!(
+                "{subject:?} must not contain the wildcards * or > (events go to <subject>.<kind>)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JetStream stream name: visible ASCII without `.`, `*`, `>`, `/` or `\`.
+fn validate_stream_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty (e.g. SIGNET_AUDIT)".to_owned());
+    }
+    if name.len() > 255 {
+        return Err(format!("{name:?} is longer than 255 bytes"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic()) || name.contains(['.', '*', '>', '/', '\\']) {
+        return Err(format!(
+            "{name:?}: a stream name is visible ASCII without spaces, '.', '*', '>', '/' or '\\' (e.g. SIGNET_AUDIT)"
         ));
     }
     Ok(())
@@ -2147,5 +2329,145 @@ jwks_url = "https://localhost:5556/dex/keys"
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn audit_nats_settings_are_parsed() {
+        let c = Config::from_toml(MIN).unwrap();
+        assert_eq!(c.audit_nats, None);
+        let c = Config::from_toml(&format!(
+            "{MIN}[audit.nats]\nurl = \"nats://127.0.0.1:4222\"\n"
+        ))
+        .unwrap();
+        let n = c.audit_nats.unwrap();
+        assert_eq!(n.urls, vec!["nats://127.0.0.1:4222"]);
+        assert_eq!(n.subject, DEFAULT_AUDIT_NATS_SUBJECT);
+        assert_eq!(n.stream, DEFAULT_AUDIT_NATS_STREAM);
+        assert_eq!(n.credentials, NatsCredentials::None);
+        let c = Config::from_toml(&format!(
+            "{MIN}[audit.nats]\nurl = \"nats://u:secret@a:4222, tls://b:4443\"\nsubject = \"org.audit-log_1\"\nstream = \"AUDIT-1\"\ncreds_path = \"/etc/signet/audit.creds\"\n"
+        ))
+        .unwrap();
+        let n = c.audit_nats.unwrap();
+        assert_eq!(n.urls, vec!["nats://u:secret@a:4222", "tls://b:4443"]);
+        assert_eq!(n.subject, "org.audit-log_1");
+        assert_eq!(n.stream, "AUDIT-1");
+        assert_eq!(
+            n.credentials,
+            NatsCredentials::CredsFile("/etc/signet/audit.creds".into())
+        );
+        // The password never shows, not even in Debug.
+        assert_eq!(n.redacted_urls(), "nats://u:***@a:4222,tls://b:4443");
+        assert!(!format!("{n:?}").contains("secret"), "{n:?}");
+        let c = Config::from_toml(&format!(
+            "{MIN}[audit.nats]\nurl = \"nats://a\"\ntoken_path = \"/run/secrets/nats-token\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.audit_nats.unwrap().credentials,
+            NatsCredentials::TokenFile("/run/secrets/nats-token".into())
+        );
+    }
+
+    #[test]
+    fn bad_audit_nats_settings() {
+        let nats = |body: &str| err(&format!("{MIN}[audit.nats]\n{body}\n"));
+        for (body, want) in [
+            ("", "invalid config: audit.nats.url: is required"),
+            (
+                "url = \"\"",
+                "invalid config: audit.nats.url: has an empty server address",
+            ),
+            (
+                "url = \"nats://a,\"",
+                "invalid config: audit.nats.url: has an empty server address",
+            ),
+            (
+                "url = \"127.0.0.1:4222\"",
+                "invalid config: audit.nats.url: \"127.0.0.1:4222\": expected a nats:// or tls:// URL",
+            ),
+            (
+                "url = \"http://a:4222\"",
+                "expected a nats:// or tls:// URL",
+            ),
+            ("url = \"ws://a:4222\"", "expected a nats:// or tls:// URL"),
+            (
+                "url = \"nats://a:99999\"",
+                "invalid config: audit.nats.url: \"nats://a:99999\": NATS server URL is invalid",
+            ),
+            ("url = \"nats://\"", "invalid config: audit.nats.url:"),
+            ("url = 4222", "invalid type"),
+            (
+                "url = \"nats://a\"\nsubject = \"\"",
+                "invalid config: audit.nats.subject: must not be empty",
+            ),
+            (
+                "url = \"nats://a\"\nsubject = \"a..b\"",
+                "has an empty token",
+            ),
+            ("url = \"nats://a\"\nsubject = \".a\"", "has an empty token"),
+            ("url = \"nats://a\"\nsubject = \"a.\"", "has an empty token"),
+            (
+                "url = \"nats://a\"\nsubject = \"a.*\"",
+                "must not contain the wildcards",
+            ),
+            (
+                "url = \"nats://a\"\nsubject = \"a.>\"",
+                "must not contain the wildcards",
+            ),
+            (
+                "url = \"nats://a\"\nsubject = \"a b\"",
+                "must be visible ASCII without spaces",
+            ),
+            (
+                "url = \"nats://a\"\nsubject = \"é\"",
+                "must be visible ASCII without spaces",
+            ),
+            (
+                "url = \"nats://a\"\nstream = \"\"",
+                "invalid config: audit.nats.stream: must not be empty",
+            ),
+            (
+                "url = \"nats://a\"\nstream = \"A.B\"",
+                "invalid config: audit.nats.stream: \"A.B\": a stream name is",
+            ),
+            ("url = \"nats://a\"\nstream = \"A B\"", "a stream name is"),
+            ("url = \"nats://a\"\nstream = \"A/B\"", "a stream name is"),
+            ("url = \"nats://a\"\nstream = \"A*\"", "a stream name is"),
+            (
+                "url = \"nats://a\"\ncreds_path = \"rel.creds\"",
+                "invalid config: audit.nats.creds_path: \"rel.creds\" must be an absolute path",
+            ),
+            (
+                "url = \"nats://a\"\ntoken_path = \"\"",
+                "invalid config: audit.nats.token_path: must not be empty",
+            ),
+            (
+                "url = \"nats://a\"\ncreds_path = \"/a\"\ntoken_path = \"/b\"",
+                "invalid config: audit.nats.token_path: set either creds_path or token_path, not both",
+            ),
+            (
+                "url = \"nats://a\"\npassword = \"x\"",
+                "unknown field `password`",
+            ),
+        ] {
+            let e = nats(body);
+            assert!(e.contains(want), "{body:?}: {e}");
+        }
+        let long = "a".repeat(201);
+        assert!(
+            nats(&format!("url = \"nats://a\"\nsubject = \"{long}\""))
+                .contains("longer than 200 bytes")
+        );
+        let long = "A".repeat(256);
+        assert!(
+            nats(&format!("url = \"nats://a\"\nstream = \"{long}\""))
+                .contains("longer than 255 bytes")
+        );
+        // A password in a bad URL is not repeated in the error.
+        let e = nats("url = \"http://u:secret@a:4222\"");
+        assert!(!e.contains("secret"), "{e}");
+        let e = err(&format!("{MIN}[audit]\nkafka = 1\n"));
+        assert!(e.contains("unknown field `kafka`"), "{e}");
     }
 }

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use signet_store::{
-    AttestedAgent, AuditEvent, EntryChanges, EntryFilter, FederationRelationship, JoinToken,
-    JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry, Result,
-    Selector, Store, StoredBundle,
+    AttestedAgent, AuditEvent, AuditFilter, EntryChanges, EntryFilter, FederationRelationship,
+    JoinToken, JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry,
+    Result, Selector, Store, StoredBundle,
 };
 
 use crate::metrics::Metrics;
@@ -235,5 +235,21 @@ impl Store for InstrumentedStore {
             self.inner.list_audit_events(after, limit),
         )
         .await
+    }
+    async fn list_audit_events_matching(
+        &self,
+        after: i64,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEvent>> {
+        self.timed(
+            "list_audit_events_matching",
+            self.inner.list_audit_events_matching(after, limit, filter),
+        )
+        .await
+    }
+    async fn last_audit_event(&self) -> Result<Option<AuditEvent>> {
+        self.timed("last_audit_event", self.inner.last_audit_event())
+            .await
     }
 }

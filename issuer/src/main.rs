@@ -41,6 +41,9 @@ fn command_name(c: &cli::Command) -> &'static str {
         Command::Ca(C::Prepare(_)) => "ca prepare",
         Command::Ca(C::Activate(_)) => "ca activate",
         Command::Healthcheck => "healthcheck",
+        Command::Audit(cli::AuditCommand::Verify { .. }) => "audit verify",
+        Command::Audit(cli::AuditCommand::Trace { .. }) => "audit trace",
+        Command::Audit(cli::AuditCommand::List { .. }) => "audit list",
     }
 }
 

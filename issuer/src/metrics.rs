@@ -6,7 +6,10 @@
 //! - `signet_entries`, `signet_agents`: registration entries and attested agents in the store;
 //! - `signet_store_call_duration_seconds{op}`: latency of each datastore call;
 //! - `signet_attestations_total{attestor,outcome}`: node attestations by result;
-//! - `signet_rpcs_total{api,method,code}`: finished RPCs by gRPC status code.
+//! - `signet_rpcs_total{api,method,code}`: finished RPCs by gRPC status code;
+//! - `signet_audit_events_pending`: audit events not yet acknowledged by NATS JetStream (when
+//!   `[audit.nats]` is configured), `signet_audit_events_published_total`: events JetStream
+//!   acknowledged, `signet_audit_publisher_connected`: 1 while the publisher reaches JetStream.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,6 +59,9 @@ pub struct Metrics {
     store_call_seconds: HistogramFamily<OpLabels>,
     attestations: Family<AttestationLabels, Counter>,
     rpcs: Family<RpcLabels, Counter>,
+    audit_pending: Gauge,
+    audit_published: Counter,
+    audit_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -108,6 +114,24 @@ impl Metrics {
             "Finished RPCs, by API (node, admin), method and gRPC status code",
             rpcs.clone(),
         );
+        let audit_pending = Gauge::default();
+        registry.register(
+            "audit_events_pending",
+            "Audit events not yet acknowledged by NATS JetStream (the outbox backlog)",
+            audit_pending.clone(),
+        );
+        let audit_published = Counter::default();
+        registry.register(
+            "audit_events_published",
+            "Audit events acknowledged by NATS JetStream",
+            audit_published.clone(),
+        );
+        let audit_connected = Gauge::default();
+        registry.register(
+            "audit_publisher_connected",
+            "1 while the audit publisher reaches NATS JetStream, else 0",
+            audit_connected.clone(),
+        );
         Self {
             registry,
             signatures,
@@ -117,6 +141,9 @@ impl Metrics {
             store_call_seconds,
             attestations,
             rpcs,
+            audit_pending,
+            audit_published,
+            audit_connected,
         }
     }
     /// One signature made: `kind` is `x509_svid`, `agent_svid`, `ca`, `jwt_svid`, `wit_svid`;
@@ -159,6 +186,19 @@ impl Metrics {
     pub fn set_counts(&self, entries: u64, agents: u64) {
         self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.agents.set(i64::try_from(agents).unwrap_or(i64::MAX));
+    }
+    /// Sets the number of audit events waiting for NATS JetStream.
+    pub fn set_audit_pending(&self, events: u64) {
+        self.audit_pending
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+    /// Counts audit events acknowledged by NATS JetStream.
+    pub fn add_audit_published(&self, events: u64) {
+        self.audit_published.inc_by(events);
+    }
+    /// Whether the audit publisher reaches NATS JetStream.
+    pub fn set_audit_publisher_connected(&self, connected: bool) {
+        self.audit_connected.set(i64::from(connected));
     }
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -207,6 +247,9 @@ mod tests {
             code_name(tonic::Code::InvalidArgument),
         );
         m.set_counts(3, 2);
+        m.set_audit_pending(7);
+        m.add_audit_published(2);
+        m.set_audit_publisher_connected(true);
         let text = m.encode().unwrap();
         for needle in [
             "signet_signatures_total{kind=\"x509_svid\"} 1",
@@ -216,6 +259,9 @@ mod tests {
             "signet_store_call_duration_seconds_count{op=\"get_entry\"} 1",
             "signet_attestations_total{attestor=\"join_token\",outcome=\"ok\"} 1",
             "signet_rpcs_total{api=\"admin\",method=\"CreateEntry\",code=\"InvalidArgument\"} 1",
+            "signet_audit_events_pending 7",
+            "signet_audit_events_published_total 2",
+            "signet_audit_publisher_connected 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");

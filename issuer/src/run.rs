@@ -11,6 +11,7 @@ use signet_attestors::x509pop;
 use signet_ca::jwt::{JwtKeyConfig, JwtKeyManager, TokenKind};
 use signet_ca::{CaConfig, CertificateAuthority};
 use signet_issuer::admin::{self, AdminOptions, AdminService};
+use signet_issuer::audit::publisher::AuditPublisher;
 use signet_issuer::bundle_endpoint::BundleEndpoint;
 use signet_issuer::ca_sync::{CA_JOURNAL, CaSync, JWT_JOURNAL, WIT_JOURNAL, unix_secs};
 use signet_issuer::config::{Config, FederationSettings, redact_url};
@@ -47,6 +48,9 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 const COUNTS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long start-up waits for the datastore.
 const STORE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the audit publisher to finish its round (one acknowledgment
+/// timeout and the cursor write).
+const PUBLISHER_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the servers to finish in-flight calls.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -319,7 +323,22 @@ pub async fn run(config: Config) -> Result<()> {
     ));
     background.spawn(prune_loop(issuer.clone(), shutdown.clone()));
     background.spawn(counts_loop(issuer.clone(), shutdown.clone()));
+    // The audit publisher finishes its round at shutdown (so its cursor is stored), apart from the
+    // loops that are simply aborted.
+    let publisher = config.audit_nats.clone().map(|settings| {
+        tracing::info!(
+            url = %settings.redacted_urls(),
+            stream = %settings.stream,
+            subject = %settings.subject,
+            "publishing the audit log to NATS JetStream"
+        );
+        tokio::spawn(
+            AuditPublisher::new(store.clone(), settings, metrics.clone())
+                .run(shutdown.clone().wait()),
+        )
+    });
 
+    let mut signals = StopSignals::new()?;
     tracing::info!(
         trust_domain = %config.trust_domain,
         node_api = %node_addr,
@@ -330,13 +349,13 @@ pub async fn run(config: Config) -> Result<()> {
         bundle_endpoint = bundle_endpoint_addr.map(|a| a.to_string()).unwrap_or_default(),
         federation = config.federation.len(),
         identity_providers = identity_providers.len(),
+        audit_nats = config.audit_nats.is_some(),
         "issuer ready"
     );
 
     let mut failure = None;
     tokio::select! {
-        sig = wait_for_signal() => {
-            let sig = sig?;
+        sig = signals.wait() => {
             tracing::info!(signal = sig, "shutting down");
         }
         Some(done) = servers.join_next() => {
@@ -366,6 +385,11 @@ pub async fn run(config: Config) -> Result<()> {
         servers.abort_all();
     }
     background.abort_all();
+    if let Some(task) = publisher
+        && tokio::time::timeout(PUBLISHER_GRACE, task).await.is_err()
+    {
+        tracing::warn!("the audit publisher did not stop in time");
+    }
     federation.stop().await;
     let _ = std::fs::remove_file(&config.admin_socket_path);
     tracing::info!("issuer stopped");
@@ -415,13 +439,27 @@ fn configured_relationship(f: &FederationSettings) -> Result<ConfiguredRelations
     })
 }
 
-async fn wait_for_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
+/// SIGTERM and SIGINT, watched from creation on: create it before announcing readiness, so that a
+/// signal sent right after `issuer ready` is not lost to the default action (exit by signal).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -209,6 +209,15 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit_event(&self, event: NewAuditEvent) -> Result<AuditEvent>;
     /// Events with `seq > after`, in order, at most `limit` (0 = all).
     async fn list_audit_events(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>>;
+    /// Events with `seq > after` that match `filter`, in order, at most `limit` (0 = all).
+    async fn list_audit_events_matching(
+        &self,
+        after: i64,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEvent>>;
+    /// The newest event (the head of the chain), if the log is not empty.
+    async fn last_audit_event(&self) -> Result<Option<AuditEvent>>;
 }
 
 /// The result of [`Store::consume_join_token`].

@@ -239,3 +239,13 @@ pub struct AuditEvent {
     /// SHA-256 over `prev_hash` and the canonical event, lowercase hex.
     pub hash: String,
 }
+
+/// Which audit events [`crate::Store::list_audit_events_matching`] returns; every set field must
+/// match (the default matches every event).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Only events of exactly this kind (`delegation.hop`).
+    pub kind: Option<String>,
+    /// Only events whose kind starts with this prefix (`delegation.`), compared bytewise.
+    pub kind_prefix: Option<String>,
+}

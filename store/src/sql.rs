@@ -25,7 +25,7 @@ use crate::common::{
     new_entry_id, now_unix, relationship_from_row, token_from_row,
 };
 use crate::{
-    AttestedAgent, AuditEvent, DeletedEntry, EntryChanges, EntryFilter, EntryMove,
+    AttestedAgent, AuditEvent, AuditFilter, DeletedEntry, EntryChanges, EntryFilter, EntryMove,
     FederationRelationship, GENESIS_HASH, JoinToken, JoinTokenRedemption, JoinTokenUse,
     NewAuditEvent, NewEntry, Page, RegistrationEntry, Result, Selector, Store, StoreError,
     StoredBundle, audit_hash, canonical_json,
@@ -1029,10 +1029,32 @@ where
     }
 
     async fn list_audit_events(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>> {
+        self.list_audit_events_matching(after, limit, &AuditFilter::default())
+            .await
+    }
+
+    async fn list_audit_events_matching(
+        &self,
+        after: i64,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEvent>> {
         let mut stmt = Statement::<DB>::new(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE seq > "
         ));
-        stmt.push_bind(after).push(" ORDER BY seq");
+        stmt.push_bind(after);
+        if let Some(kind) = &filter.kind {
+            stmt.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(prefix) = &filter.kind_prefix {
+            // substr/length rather than LIKE: no wildcard in the prefix to escape. Both count
+            // characters, so the comparison is exact for any UTF-8 prefix.
+            stmt.push(" AND substr(kind, 1, length(")
+                .push_bind(prefix.as_str())
+                .push(")) = ")
+                .push_bind(prefix.as_str());
+        }
+        stmt.push(" ORDER BY seq");
         if limit > 0 {
             stmt.push(" LIMIT ").push_bind(i64::from(limit));
         }
@@ -1042,5 +1064,15 @@ where
             .await
             .map_err(|e| db_error("listing audit events", e))?;
         rows.into_iter().map(AuditRow::into_event).collect()
+    }
+
+    async fn last_audit_event(&self) -> Result<Option<AuditEvent>> {
+        let row: Option<AuditRow> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(self.read_pool())
+        .await
+        .map_err(|e| db_error("reading the audit log head", e))?;
+        row.map(AuditRow::into_event).transpose()
     }
 }

@@ -10,9 +10,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::{
-    AttestedAgent, AuditChainError, DeletedEntry, EntryFilter, EntryMove, FederationRelationship,
-    JoinToken, JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry, Page, RegistrationEntry,
-    Selector, Store, StoreError, StoredBundle, audit_hash, verify_audit_chain,
+    AttestedAgent, AuditChainError, AuditFilter, DeletedEntry, EntryFilter, EntryMove,
+    FederationRelationship, JoinToken, JoinTokenRedemption, JoinTokenUse, NewAuditEvent, NewEntry,
+    Page, RegistrationEntry, Selector, Store, StoreError, StoredBundle, audit_hash,
+    verify_audit_chain,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -54,6 +55,7 @@ macro_rules! for_each_store_test {
             audit_append_and_verify,
             audit_tamper_detection,
             audit_concurrent_appends,
+            audit_head_and_filters,
         );
     };
 }
@@ -1772,4 +1774,108 @@ pub async fn audit_concurrent_appends(store: &dyn Store) {
     verify_audit_chain(&log).unwrap();
     let prevs: BTreeSet<&str> = log.iter().map(|e| e.prev_hash.as_str()).collect();
     assert_eq!(prevs.len(), 32, "no two events share a prev_hash");
+}
+
+/// The head of the log, and listings filtered by exact kind and by kind prefix.
+pub async fn audit_head_and_filters(store: &dyn Store) {
+    assert_eq!(store.last_audit_event().await.unwrap(), None);
+    let kinds = [
+        "delegation.mint",
+        "entry.create",
+        "delegation.hop",
+        "delegationX",
+        "délégation.mint",
+        "delegation.hop",
+        "delegation",
+    ];
+    let mut appended = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let event = NewAuditEvent {
+            kind: (*kind).to_owned(),
+            ..audit_event(i)
+        };
+        appended.push(store.append_audit_event(event).await.unwrap());
+    }
+    assert_eq!(
+        store.last_audit_event().await.unwrap().as_ref(),
+        appended.last()
+    );
+    let seqs = |events: Vec<crate::AuditEvent>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let filter = |kind: Option<&str>, prefix: Option<&str>| AuditFilter {
+        kind: kind.map(str::to_owned),
+        kind_prefix: prefix.map(str::to_owned),
+    };
+    let all = store
+        .list_audit_events_matching(0, 0, &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all, appended);
+    let hops = filter(Some("delegation.hop"), None);
+    assert_eq!(
+        seqs(store.list_audit_events_matching(0, 0, &hops).await.unwrap()),
+        vec![3, 6]
+    );
+    assert_eq!(
+        seqs(store.list_audit_events_matching(3, 0, &hops).await.unwrap()),
+        vec![6]
+    );
+    let delegation = filter(None, Some("delegation."));
+    assert_eq!(
+        seqs(
+            store
+                .list_audit_events_matching(0, 0, &delegation)
+                .await
+                .unwrap()
+        ),
+        vec![1, 3, 6]
+    );
+    assert_eq!(
+        seqs(
+            store
+                .list_audit_events_matching(1, 1, &delegation)
+                .await
+                .unwrap()
+        ),
+        vec![3]
+    );
+    // A prefix with non-ASCII characters and LIKE wildcards is compared literally.
+    assert_eq!(
+        seqs(
+            store
+                .list_audit_events_matching(0, 0, &filter(None, Some("délé")))
+                .await
+                .unwrap()
+        ),
+        vec![5]
+    );
+    assert!(
+        store
+            .list_audit_events_matching(0, 0, &filter(None, Some("delegation%")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_audit_events_matching(0, 0, &filter(None, Some("delegation._")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        seqs(
+            store
+                .list_audit_events_matching(0, 0, &filter(Some("delegation.hop"), Some("x")))
+                .await
+                .unwrap()
+        ),
+        Vec::<i64>::new()
+    );
+    assert!(
+        store
+            .list_audit_events_matching(0, 0, &filter(Some("nope"), None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

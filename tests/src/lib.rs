@@ -370,13 +370,16 @@ fn spawn_ready(config_path: &Path) -> Result<(Child, Logs, SocketAddr, SocketAdd
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v.get("message").and_then(|m| m.as_str()) == Some("issuer ready")
+                let ready = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|v| v.get("message").and_then(|m| m.as_str()) == Some("issuer ready"));
+                // Buffered before the caller is told, so that its `logs()` holds the ready line.
+                logs.push(line);
+                if let Some(v) = ready
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(v);
                 }
-                logs.push(line);
             }
             logs.close();
             // Dropping `tx` here tells a waiting caller that the process is gone.
@@ -565,6 +568,18 @@ impl Issuer {
             .with_context(|| format!("waiting for log message {message:?}"))
     }
 
+    /// Waits for a JSON log line that satisfies `pred` (for messages with variable parts).
+    pub fn wait_for_log_matching(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        self.logs
+            .wait_for(pred, timeout)
+            .with_context(|| format!("waiting for a log line: {what}"))
+    }
+
     /// Runs `signet-issuer --socket-path <socket> ARGS...`.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
         let mut cmd = issuer_command()?;
@@ -593,15 +608,20 @@ impl Issuer {
             .with_context(|| format!("signet-issuer {}", args.join(" ")))
     }
 
+    /// `sqlite://` URL of the issuer's SQLite store (unless the config chose another datastore).
+    /// The store may be opened alongside the running issuer (WAL mode, single writer at a time).
+    pub fn sqlite_url(&self) -> String {
+        format!(
+            "sqlite://{}",
+            self.data_dir().join("datastore.sqlite3").display()
+        )
+    }
+
     /// The events of the issuer's audit log (the SQLite store in the data directory), once its hash
     /// chain is verified. Stop the issuer first ([`Issuer::terminate`]) so that nothing is
     /// written meanwhile.
     pub async fn audit_log(&self) -> Result<Vec<signet_store::AuditEvent>> {
-        let url = format!(
-            "sqlite://{}",
-            self.data_dir().join("datastore.sqlite3").display()
-        );
-        let store = signet_store::open(&url).await?;
+        let store = signet_store::open(&self.sqlite_url()).await?;
         let events = store.list_audit_events(0, 0).await?;
         signet_store::verify_audit_chain(&events)?;
         Ok(events)

@@ -4,8 +4,10 @@
 //! checked against the caller's kernel credentials (SO_PEERCRED): only root and the issuer's own
 //! user are served. Every call runs in a tracing span `rpc{api=admin method=.. actor=..}` and is
 //! counted in `signet_rpcs_total`; every mutation appends an audit event with actor
-//! `admin:uid=<uid>`.
+//! `admin:uid=<uid>`. The audit RPCs (verify, trace, list) only read the log: no RPC writes an
+//! arbitrary event.
 
+mod audit;
 mod convert;
 mod federation;
 mod service;

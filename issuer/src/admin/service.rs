@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use super::{convert, federation as fed};
+use super::{audit as audit_rpc, convert, federation as fed};
 use crate::audit;
 use crate::ca_sync::{CaSync, unix_secs};
 use crate::entries::{self, EntryKind, EntryRules};
@@ -1008,4 +1008,10 @@ admin_rpcs! { self;
         "ActivateCa", |a, _| self.ca_change(a, true);
     healthcheck(pb::HealthcheckRequest) -> pb::HealthcheckResponse =
         "Healthcheck", |_, _| self.healthcheck_impl();
+    verify_audit_log(pb::VerifyAuditLogRequest) -> pb::VerifyAuditLogResponse =
+        "VerifyAuditLog", |_, r| audit_rpc::verify(self.issuer.store.as_ref(), r);
+    trace_delegation(pb::TraceDelegationRequest) -> pb::DelegationTrace =
+        "TraceDelegation", |_, r| audit_rpc::trace(self.issuer.store.as_ref(), r);
+    list_audit_events(pb::ListAuditEventsRequest) -> pb::ListAuditEventsResponse =
+        "ListAuditEvents", |_, r| audit_rpc::list(self.issuer.store.as_ref(), r);
 }

@@ -12,9 +12,12 @@ use signet_proto::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use super::output::{self, AgentJson, BundleJson, CaJson, EntryJson, FederationJson};
+use super::output::{
+    self, AgentJson, AuditEventJson, BundleJson, CaJson, EntryJson, FederationJson, TraceJson,
+    VerifyJson,
+};
 use super::{
-    AgentCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand,
+    AgentCommand, AuditCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand,
     FederationCommand, JwtCommand, Output, TokenCommand, X509Command, client,
 };
 
@@ -76,6 +79,7 @@ pub async fn execute(socket: &Path, command: Command) -> Result<u8> {
         Command::Jwt(c) => jwt(socket, c).await.map(|()| 0),
         Command::Ca(c) => ca(socket, c).await.map(|()| 0),
         Command::Healthcheck => healthcheck(socket).await,
+        Command::Audit(c) => audit(socket, c).await,
     }
 }
 
@@ -604,5 +608,74 @@ async fn healthcheck(socket: &Path) -> Result<u8> {
         }
         eprintln!("Issuer is unhealthy: {}", problems.join("; "));
         Ok(1)
+    }
+}
+
+/// Page size of `audit list`.
+const AUDIT_PAGE_SIZE: u64 = 1000;
+
+async fn audit(socket: &Path, c: AuditCommand) -> Result<u8> {
+    let mut client = client::connect(socket).await?;
+    match c {
+        AuditCommand::Verify {
+            expect_head,
+            output,
+        } => {
+            let r = client
+                .verify_audit_log(pb::VerifyAuditLogRequest {
+                    expect_head_seq: expect_head.as_ref().map(|a| a.seq),
+                    expect_head_hash: expect_head.and_then(|a| a.hash).unwrap_or_default(),
+                })
+                .await
+                .reply()?;
+            print_one::<_, VerifyJson>(&r, output.output, output::verify_text)?;
+            if r.ok {
+                Ok(0)
+            } else {
+                eprintln!("audit verify: {}", r.summary);
+                Ok(1)
+            }
+        }
+        AuditCommand::Trace { token_id, output } => {
+            let t = client
+                .trace_delegation(pb::TraceDelegationRequest { token_id })
+                .await
+                .reply()?;
+            print_one::<_, TraceJson>(&t, output.output, output::trace_text)?;
+            Ok(0)
+        }
+        AuditCommand::List {
+            kind,
+            after,
+            limit,
+            output,
+        } => {
+            let mut events = Vec::new();
+            let mut after = i64::try_from(after).map_err(|_| anyhow!("--after: too large"))?;
+            loop {
+                let want = if limit == 0 {
+                    AUDIT_PAGE_SIZE
+                } else {
+                    (limit - events.len() as u64).min(AUDIT_PAGE_SIZE)
+                };
+                let resp = client
+                    .list_audit_events(pb::ListAuditEventsRequest {
+                        after,
+                        limit: u32::try_from(want).unwrap_or(u32::MAX),
+                        kind: kind.clone().unwrap_or_default(),
+                    })
+                    .await
+                    .reply()?;
+                if let Some(last) = resp.events.last() {
+                    after = last.seq;
+                }
+                events.extend(resp.events);
+                if !resp.more || (limit != 0 && events.len() as u64 >= limit) {
+                    break;
+                }
+            }
+            print_all::<_, AuditEventJson>(&events, output.output, output::audit_events_text)?;
+            Ok(0)
+        }
     }
 }

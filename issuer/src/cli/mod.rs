@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use signet_issuer::audit::verify::Anchor;
 use signet_issuer::config::DEFAULT_ADMIN_SOCKET_PATH;
 
 pub use commands::execute;
@@ -92,6 +93,51 @@ pub enum Command {
     Ca(CaCommand),
     /// Check that the issuer is healthy (exit status 0) or not (1).
     Healthcheck,
+    /// The audit log: verify its hash chain, trace delegation chains, list events.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `audit` commands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the whole hash chain and compare its head with the anchors (the NATS publisher's
+    /// cursor, --expect-head); exits 1 on a break or a truncation.
+    Verify {
+        /// A head recorded earlier (e.g. from a previous run or from the JetStream stream): the log
+        /// must still reach SEQ, with HASH there if given.
+        #[arg(long, value_name = "SEQ[:HASH]", value_parser = parse_expect_head)]
+        expect_head: Option<Anchor>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Rebuild the delegation chain of a token, from the subject to the current holder.
+    Trace {
+        /// The token's id (`token_id` of its delegation event).
+        #[arg(long, value_name = "ID")]
+        token_id: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List events in seq order.
+    List {
+        /// Only this kind (`delegation.hop`), or a prefix ending in `*` (`delegation.*`).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Only events after this seq.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+        /// At most this many events (0 = all).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u64,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+/// Parses `--expect-head SEQ[:HASH]`.
+fn parse_expect_head(s: &str) -> Result<Anchor, String> {
+    signet_issuer::audit::verify::parse_anchor("--expect-head", s)
 }
 
 /// `entry` commands.
@@ -617,6 +663,79 @@ mod tests {
         }
         let (kind, _) = err(&["--spiffe-id", "x", "--audience", "a", "--output", "yaml"]);
         assert_eq!(kind, clap::error::ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn audit_arguments() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["signet-issuer", "audit"].iter().chain(args)).map(|c| c.command)
+        };
+        match parse(&["verify"]).unwrap() {
+            Command::Audit(AuditCommand::Verify { expect_head, .. }) => {
+                assert_eq!(expect_head, None)
+            }
+            other => panic!("{other:?}"),
+        }
+        let h = "ab".repeat(32);
+        match parse(&[
+            "verify",
+            "--expect-head",
+            &format!("5:{h}"),
+            "--output",
+            "json",
+        ])
+        .unwrap()
+        {
+            Command::Audit(AuditCommand::Verify {
+                expect_head: Some(a),
+                output,
+            }) => {
+                assert_eq!((a.seq, a.hash.as_deref()), (5, Some(h.as_str())));
+                assert_eq!(output.output, Output::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "x", "5:abc", "-3"] {
+            let e = parse(&["verify", &format!("--expect-head={bad}")]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(e.to_string().contains("--expect-head <SEQ[:HASH]>"), "{e}");
+        }
+        let e = parse(&["trace"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        match parse(&["trace", "--token-id", "t1", "--output", "json"]).unwrap() {
+            Command::Audit(AuditCommand::Trace { token_id, output }) => {
+                assert_eq!((token_id.as_str(), output.output), ("t1", Output::Json))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["list"]).unwrap() {
+            Command::Audit(AuditCommand::List {
+                kind, after, limit, ..
+            }) => assert_eq!((kind, after, limit), (None, 0, 100)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "list",
+            "--kind",
+            "delegation.*",
+            "--after",
+            "7",
+            "--limit",
+            "0",
+        ])
+        .unwrap()
+        {
+            Command::Audit(AuditCommand::List {
+                kind, after, limit, ..
+            }) => assert_eq!(
+                (kind.as_deref(), after, limit),
+                (Some("delegation.*"), 7, 0)
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in [["--after", "-1"], ["--limit", "x"], ["--after", "1.5"]] {
+            assert!(parse(&["list", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

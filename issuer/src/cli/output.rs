@@ -401,3 +401,370 @@ pub fn ca_text(c: &pb::CaStatus) -> String {
 pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
+
+/// A Unix time in milliseconds as RFC 3339 (UTC, milliseconds).
+pub fn time_ms(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(m) => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(m)).to_string()
+        }
+        Err(_) => ms.to_string(),
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// A position of the audit log in JSON output.
+#[derive(Debug, Serialize)]
+pub struct PositionJson {
+    seq: i64,
+    hash: String,
+}
+
+/// A chain break in JSON output.
+#[derive(Debug, Serialize)]
+pub struct ChainBreakJson {
+    seq: i64,
+    kind: String,
+    message: String,
+}
+
+/// An anchor comparison in JSON output.
+#[derive(Debug, Serialize)]
+pub struct AnchorJson {
+    source: String,
+    seq: i64,
+    hash: Option<String>,
+    status: String,
+    message: String,
+}
+
+/// `audit verify` in JSON output.
+#[derive(Debug, Serialize)]
+pub struct VerifyJson {
+    ok: bool,
+    events: u64,
+    head: Option<PositionJson>,
+    chain_break: Option<ChainBreakJson>,
+    anchors: Vec<AnchorJson>,
+    summary: String,
+}
+
+impl From<&pb::VerifyAuditLogResponse> for VerifyJson {
+    fn from(r: &pb::VerifyAuditLogResponse) -> Self {
+        Self {
+            ok: r.ok,
+            events: r.events,
+            head: r.head.as_ref().map(|h| PositionJson {
+                seq: h.seq,
+                hash: h.hash.clone(),
+            }),
+            chain_break: r.chain_break.as_ref().map(|b| ChainBreakJson {
+                seq: b.seq,
+                kind: b.kind.clone(),
+                message: b.message.clone(),
+            }),
+            anchors: r
+                .anchors
+                .iter()
+                .map(|a| AnchorJson {
+                    source: a.source.clone(),
+                    seq: a.seq,
+                    hash: non_empty(&a.hash),
+                    status: a.status.clone(),
+                    message: a.message.clone(),
+                })
+                .collect(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+/// `audit verify` as text: the summary, then the break and each anchor.
+pub fn verify_text(r: &pb::VerifyAuditLogResponse) -> String {
+    let mut out = format!("{}\n", r.summary);
+    if let Some(b) = &r.chain_break {
+        line(&mut out, "Break at seq", b.seq);
+        line(&mut out, "Break kind", &b.kind);
+        line(&mut out, "Verified events", r.events);
+        if let Some(h) = &r.head {
+            line(
+                &mut out,
+                "Last good event",
+                format!("seq {} hash {}", h.seq, h.hash),
+            );
+        }
+    }
+    for a in &r.anchors {
+        line(
+            &mut out,
+            "Anchor",
+            format!("{}: seq {} {} ({})", a.source, a.seq, a.status, a.message),
+        );
+    }
+    if r.anchors.is_empty() {
+        line(
+            &mut out,
+            "Anchors",
+            "none (no NATS cursor, no --expect-head): a truncated tail cannot be detected",
+        );
+    }
+    out
+}
+
+/// A revocation or denial in `audit trace` JSON output.
+#[derive(Debug, Serialize)]
+pub struct RelatedJson {
+    seq: i64,
+    hash: String,
+    kind: String,
+    time_ms: i64,
+    time: String,
+    actor: String,
+    outcome: String,
+    reason: Option<String>,
+}
+
+/// A hop in `audit trace` JSON output.
+#[derive(Debug, Serialize)]
+pub struct HopJson {
+    seq: i64,
+    hash: String,
+    kind: String,
+    time_ms: i64,
+    time: String,
+    actor: String,
+    authorized_by: Option<String>,
+    subject: String,
+    token_id: String,
+    parent_token_id: Option<String>,
+    chain: Vec<String>,
+    holder: Option<String>,
+    rights: Vec<String>,
+    revocation_ids: Vec<String>,
+    expires_at: Option<i64>,
+    expires: Option<String>,
+    root_key_id: Option<i64>,
+    revoked: bool,
+    related: Vec<RelatedJson>,
+}
+
+/// `audit trace` in JSON output.
+#[derive(Debug, Serialize)]
+pub struct TraceJson {
+    token_id: String,
+    subject: String,
+    holder: Option<String>,
+    complete: bool,
+    hops: Vec<HopJson>,
+    warnings: Vec<String>,
+}
+
+fn is_revocation(r: &pb::DelegationRelatedEvent) -> bool {
+    r.kind == "delegation.revoke" && r.outcome == "ok"
+}
+
+impl From<&pb::DelegationTrace> for TraceJson {
+    fn from(t: &pb::DelegationTrace) -> Self {
+        Self {
+            token_id: t.token_id.clone(),
+            subject: t.subject.clone(),
+            holder: non_empty(&t.holder),
+            complete: t.complete,
+            hops: t
+                .hops
+                .iter()
+                .map(|h| HopJson {
+                    seq: h.seq,
+                    hash: h.hash.clone(),
+                    kind: h.kind.clone(),
+                    time_ms: h.time_ms,
+                    time: time_ms(h.time_ms),
+                    actor: h.actor.clone(),
+                    authorized_by: non_empty(&h.authorized_by),
+                    subject: h.subject.clone(),
+                    token_id: h.token_id.clone(),
+                    parent_token_id: non_empty(&h.parent_token_id),
+                    chain: h.chain.clone(),
+                    holder: non_empty(&h.holder),
+                    rights: h.rights.clone(),
+                    revocation_ids: h.revocation_ids.clone(),
+                    expires_at: h.expires_at,
+                    expires: h.expires_at.map(time),
+                    root_key_id: h.root_key_id,
+                    revoked: h.related.iter().any(is_revocation),
+                    related: h
+                        .related
+                        .iter()
+                        .map(|r| RelatedJson {
+                            seq: r.seq,
+                            hash: r.hash.clone(),
+                            kind: r.kind.clone(),
+                            time_ms: r.time_ms,
+                            time: time_ms(r.time_ms),
+                            actor: r.actor.clone(),
+                            outcome: r.outcome.clone(),
+                            reason: non_empty(&r.reason),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            warnings: t.warnings.clone(),
+        }
+    }
+}
+
+/// `audit trace` as a tree: the subject, then each token indented under its parent, down to the
+/// token asked for.
+pub fn trace_text(t: &pb::DelegationTrace) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Delegation chain of token {} ({} {}, {})",
+        t.token_id,
+        t.hops.len(),
+        if t.hops.len() == 1 { "token" } else { "tokens" },
+        if t.complete { "complete" } else { "INCOMPLETE" }
+    );
+    let _ = writeln!(out, "Subject: {}", t.subject);
+    for (depth, h) in t.hops.iter().enumerate() {
+        let pad = "    ".repeat(depth);
+        let field = |out: &mut String, label: &str, value: &dyn std::fmt::Display| {
+            let _ = writeln!(out, "{pad}    {label:<14} {value}");
+        };
+        let _ = writeln!(
+            out,
+            "{pad}└── {} {} (seq {})",
+            h.kind,
+            time_ms(h.time_ms),
+            h.seq
+        );
+        match non_empty(&h.parent_token_id) {
+            Some(p) => field(&mut out, "token", &format!("{} (from {p})", h.token_id)),
+            None => field(&mut out, "token", &h.token_id),
+        }
+        field(&mut out, "actor", &h.actor);
+        field(
+            &mut out,
+            "authorized by",
+            &non_empty(&h.authorized_by).unwrap_or_else(|| "(not recorded)".to_owned()),
+        );
+        field(
+            &mut out,
+            "holder",
+            &non_empty(&h.holder).unwrap_or_else(|| "(not recorded)".to_owned()),
+        );
+        if !h.chain.is_empty() {
+            field(&mut out, "chain", &h.chain.join(" > "));
+        }
+        field(
+            &mut out,
+            "rights",
+            &if h.rights.is_empty() {
+                "(none)".to_owned()
+            } else {
+                h.rights.join(", ")
+            },
+        );
+        if let Some(e) = h.expires_at {
+            field(&mut out, "expires", &time(e));
+        }
+        if let Some(k) = h.root_key_id {
+            field(&mut out, "root key id", &k);
+        }
+        if h.subject != t.subject {
+            field(&mut out, "subject", &h.subject);
+        }
+        for r in &h.related {
+            let what = if is_revocation(r) {
+                "REVOKED".to_owned()
+            } else if r.outcome == "denied" || r.kind == "delegation.denied" {
+                "DENIED".to_owned()
+            } else {
+                r.kind.clone()
+            };
+            let reason = non_empty(&r.reason).map_or_else(String::new, |x| format!(": {x}"));
+            field(
+                &mut out,
+                &what,
+                &format!(
+                    "{} by {} ({} seq {}){reason}",
+                    time_ms(r.time_ms),
+                    r.actor,
+                    r.kind,
+                    r.seq
+                ),
+            );
+        }
+    }
+    if !t.holder.is_empty() {
+        let _ = writeln!(out, "Current holder: {}", t.holder);
+    }
+    if !t.warnings.is_empty() {
+        let _ = writeln!(out, "Warnings:");
+        for w in &t.warnings {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
+    out
+}
+
+/// An audit event in JSON output.
+#[derive(Debug, Serialize)]
+pub struct AuditEventJson {
+    seq: i64,
+    time_ms: i64,
+    time: String,
+    kind: String,
+    actor: String,
+    subject: String,
+    outcome: String,
+    details: serde_json::Value,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<&pb::AuditEvent> for AuditEventJson {
+    fn from(e: &pb::AuditEvent) -> Self {
+        Self {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            time: time_ms(e.time_ms),
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+            subject: e.subject.clone(),
+            outcome: e.outcome.clone(),
+            // The issuer sends valid JSON; anything else is shown as the string it is.
+            details: serde_json::from_str(&e.details_json)
+                .unwrap_or_else(|_| serde_json::Value::String(e.details_json.clone())),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+/// Audit events as text, one line each: seq, time, kind, outcome, actor, subject, details.
+pub fn audit_events_text(events: &[pb::AuditEvent]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<24}  {:<22} {:<7} {:<28} {:<40} DETAILS",
+        "SEQ", "TIME", "KIND", "OUTCOME", "ACTOR", "SUBJECT"
+    );
+    for e in events {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<24}  {:<22} {:<7} {:<28} {:<40} {}",
+            e.seq,
+            time_ms(e.time_ms),
+            e.kind,
+            e.outcome,
+            e.actor,
+            e.subject,
+            e.details_json
+        );
+    }
+    out
+}
