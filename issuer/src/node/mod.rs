@@ -750,6 +750,7 @@ fn watch_stream(
                     revision: v.revision,
                     bundle_sequence: v.bundle_sequence,
                     bundles_revision: v.bundles_revision,
+                    delegation_sequence: v.delegation_sequence,
                 };
                 return Some((Ok(event), st));
             }

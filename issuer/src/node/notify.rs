@@ -36,6 +36,8 @@ pub struct Revision {
     pub bundle_sequence: u64,
     /// [`bundles_revision`] of the stored bundles.
     pub bundles_revision: u64,
+    /// The delegation state's sequence (keys and revocations), 0 when delegation is off.
+    pub delegation_sequence: u64,
 }
 
 /// The federated bundles revision: a digest of the trust domains and documents of the federated
@@ -124,6 +126,7 @@ impl RevisionNotifier {
             revision,
             bundle_sequence: issuer.own_bundle_sequence(),
             bundles_revision: bundles_revision(&bundles),
+            delegation_sequence: 0,
         };
         self.tx.send_if_modified(|cur| {
             if *cur == Some(value) {
