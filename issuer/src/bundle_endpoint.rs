@@ -404,6 +404,10 @@ fn router(state: Arc<EndpointState>) -> Router {
         .route(JWKS_PATH, get(jwks))
         .route(DELEGATION_KEYS_PATH, get(delegation_keys))
         .route(DELEGATION_REVOCATIONS_PATH, get(delegation_revocations))
+        .route(
+            crate::delegation::exchange::TOKEN_PATH,
+            axum::routing::post(token_exchange),
+        )
         .with_state(state)
 }
 
@@ -444,6 +448,14 @@ async fn delegation_revocations(State(state): State<Arc<EndpointState>>) -> Resp
         Some(d) => json_response(StatusCode::OK, d.revocations().to_json() + "\n"),
         None => error_response(StatusCode::NOT_FOUND, "delegation is not configured"),
     }
+}
+
+async fn token_exchange(
+    State(state): State<Arc<EndpointState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    crate::delegation::exchange::exchange(state.ca_sync.issuer(), &headers, &body).await
 }
 
 async fn bundle(State(state): State<Arc<EndpointState>>) -> Response {

@@ -11,6 +11,8 @@
 //! The node API (agents, for their attested workloads), the admin API and the token exchange
 //! endpoint call it; none of them decides anything itself.
 
+pub mod exchange;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
