@@ -402,6 +402,12 @@ fn router(state: Arc<EndpointState>) -> Router {
         .route("/", get(bundle))
         .route(OIDC_DISCOVERY_PATH, get(discovery))
         .route(JWKS_PATH, get(jwks))
+        .route(DELEGATION_KEYS_PATH, get(delegation_keys))
+        .route(DELEGATION_REVOCATIONS_PATH, get(delegation_revocations))
+        .route(
+            crate::delegation::exchange::TOKEN_PATH,
+            axum::routing::post(token_exchange),
+        )
         .with_state(state)
 }
 
@@ -422,6 +428,34 @@ fn error_response(status: StatusCode, message: &str) -> Response {
         status,
         serde_json::json!({ "error": message }).to_string() + "\n",
     )
+}
+
+/// The published delegation keys (`signet_delegation::DelegationKeys` JSON), 404 when delegation
+/// is off.
+pub const DELEGATION_KEYS_PATH: &str = "/delegation/keys";
+/// The delegation revocation list (`signet_delegation::RevocationList` JSON).
+pub const DELEGATION_REVOCATIONS_PATH: &str = "/delegation/revocations";
+
+async fn delegation_keys(State(state): State<Arc<EndpointState>>) -> Response {
+    match &state.ca_sync.issuer().delegation {
+        Some(d) => json_response(StatusCode::OK, d.published_keys().to_json() + "\n"),
+        None => error_response(StatusCode::NOT_FOUND, "delegation is not configured"),
+    }
+}
+
+async fn delegation_revocations(State(state): State<Arc<EndpointState>>) -> Response {
+    match &state.ca_sync.issuer().delegation {
+        Some(d) => json_response(StatusCode::OK, d.revocations().to_json() + "\n"),
+        None => error_response(StatusCode::NOT_FOUND, "delegation is not configured"),
+    }
+}
+
+async fn token_exchange(
+    State(state): State<Arc<EndpointState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    crate::delegation::exchange::exchange(state.ca_sync.issuer(), &headers, &body).await
 }
 
 async fn bundle(State(state): State<Arc<EndpointState>>) -> Response {

@@ -35,6 +35,9 @@ pub enum SyncError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The delegation keys failed.
+    #[error("delegation keys: {0}")]
+    Delegation(String),
 }
 
 /// Serializes writes of the CA, JWT key and WIT key journals and of the own bundle so that an older
@@ -78,6 +81,12 @@ pub fn refresh_hint(ca_ttl: Duration) -> u64 {
 
 impl CaSync {
     /// Creates the synchronizer for `issuer`, whose CA has lifetime `ca_ttl`.
+    /// The issuer state it persists.
+    pub fn issuer(&self) -> &Arc<Issuer> {
+        &self.issuer
+    }
+
+    /// A synchronizer of `issuer`'s CA and keys to its store.
     pub fn new(issuer: Arc<Issuer>, ca_ttl: Duration) -> Self {
         Self {
             issuer,
@@ -168,6 +177,45 @@ impl CaSync {
         Ok(())
     }
 
+    /// One automatic rotation step of the delegation keys (when delegation is on): persists the
+    /// key journal, wakes the agents (their verifiers need the new key before it signs) and
+    /// audits any change (`delegation.rotate`).
+    async fn rotate_delegation_keys_once(&self, now: SystemTime) -> Result<(), SyncError> {
+        use signet_ca::delegation::DelegationRotationOutcome as O;
+        let Some(d) = &self.issuer.delegation else {
+            return Ok(());
+        };
+        let outcome = d
+            .keys()
+            .rotate_if_due(now)
+            .map_err(|e| SyncError::Delegation(e.to_string()))?;
+        let (what, details) = match outcome {
+            O::Unchanged => return Ok(()),
+            O::Prepared(k) => (
+                "prepared",
+                serde_json::json!({"root_key_id": k.root_key_id, "public_key": k.public_key}),
+            ),
+            O::Activated(k) => (
+                "activated",
+                serde_json::json!({"root_key_id": k.root_key_id, "public_key": k.public_key}),
+            ),
+            O::Pruned(ids) => ("pruned", serde_json::json!({"keys": ids})),
+        };
+        d.persist_keys().await.map_err(SyncError::Delegation)?;
+        self.issuer.notifier.notify();
+        tracing::info!(change = what, details = %details, "delegation key rotation");
+        crate::audit::record(
+            self.issuer.store.as_ref(),
+            "delegation.rotate",
+            "issuer",
+            what,
+            "ok",
+            details,
+        )
+        .await;
+        Ok(())
+    }
+
     /// One automatic rotation step: asks the JWT and WIT key managers and the CA, persists and
     /// audits any change (audit kinds `jwt.rotate`, `wit.rotate`, `ca.rotate`). Returns the CA's
     /// outcome.
@@ -176,6 +224,7 @@ impl CaSync {
             .await?;
         self.rotate_keys_once(&self.issuer.wit, "WIT key", "wit.rotate", now)
             .await?;
+        self.rotate_delegation_keys_once(now).await?;
         let outcome = self.issuer.ca.rotate_if_due(now)?;
         let (what, details) = match &outcome {
             RotationOutcome::Unchanged => return Ok(outcome),

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod bundle_endpoint;
 pub mod ca_sync;
 pub mod config;
+pub mod delegation;
 pub mod entries;
 pub mod federation;
 pub mod health;

@@ -37,6 +37,8 @@ fn command_name(c: &cli::Command) -> &'static str {
         Command::Federation(F::Refresh { .. }) => "federation refresh",
         Command::X509(_) => "x509 mint",
         Command::Jwt(_) => "jwt mint",
+        Command::Delegation(cli::DelegationCommand::Revoke { .. }) => "delegation revoke",
+        Command::Delegation(cli::DelegationCommand::Status { .. }) => "delegation status",
         Command::Ca(C::Show(_)) => "ca show",
         Command::Ca(C::Prepare(_)) => "ca prepare",
         Command::Ca(C::Activate(_)) => "ca activate",

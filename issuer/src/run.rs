@@ -172,6 +172,25 @@ pub async fn run(config: Config) -> Result<()> {
             .await
             .map_err(|e| anyhow!("{e}"))?,
     );
+    // Delegation: on when `[delegation] policies_dir` is set. An invalid policy stops start-up,
+    // naming file and line.
+    let delegation = match &config.delegation.policies_dir {
+        Some(dir) => {
+            let d = signet_issuer::delegation::Delegation::open(
+                &config.delegation,
+                dir,
+                config.delegation_key_dir(),
+                config.trust_domain.clone(),
+                store.clone(),
+                identity_providers.clone(),
+            )
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+            d.persist_keys().await.map_err(|e| anyhow!("{e}"))?;
+            Some(Arc::new(d))
+        }
+        None => None,
+    };
     let issuer = Arc::new(Issuer {
         trust_domain: config.trust_domain.clone(),
         store: store.clone(),
@@ -186,6 +205,7 @@ pub async fn run(config: Config) -> Result<()> {
             .map_err(|e| anyhow!("issuer ID of {}: {e}", config.trust_domain))?,
         notifier: Arc::new(signet_issuer::node::notify::RevisionNotifier::new()),
         identity_providers: identity_providers.clone(),
+        delegation: delegation.clone(),
     });
     let ca_sync = Arc::new(
         CaSync::new(issuer.clone(), config.ca.ttl)
@@ -314,8 +334,15 @@ pub async fn run(config: Config) -> Result<()> {
     let mut background = JoinSet::new();
     background.spawn(federation.clone().run());
     background.spawn(identity_providers.clone().run());
-    let rotation_every =
-        rotation_interval(&[config.ca.ttl, config.jwt.key_ttl, config.wit.key_ttl]);
+    if let Some(d) = &delegation {
+        let notifier = issuer.notifier.clone();
+        background.spawn(d.clone().run_reloader(move || notifier.notify()));
+    }
+    let mut lifetimes = vec![config.ca.ttl, config.jwt.key_ttl, config.wit.key_ttl];
+    if delegation.is_some() {
+        lifetimes.push(config.delegation.key_ttl);
+    }
+    let rotation_every = rotation_interval(&lifetimes);
     background.spawn(rotation_loop(
         ca_sync.clone(),
         rotation_every,
@@ -350,6 +377,7 @@ pub async fn run(config: Config) -> Result<()> {
         federation = config.federation.len(),
         identity_providers = identity_providers.len(),
         audit_nats = config.audit_nats.is_some(),
+        delegation = delegation.is_some(),
         "issuer ready"
     );
 

@@ -56,9 +56,16 @@ pub struct Issuer {
     /// the ID tokens that prove a delegation's subject (`IdentityProviders::empty()` when building
     /// an `Issuer` without them).
     pub identity_providers: Arc<IdentityProviders>,
+    /// Delegation (tokens, policy, revocations) when `[delegation] policies_dir` is set.
+    pub delegation: Option<Arc<crate::delegation::Delegation>>,
 }
 
 impl Issuer {
+    /// The delegation state's sequence (keys and revocations), 0 when delegation is off.
+    pub fn delegation_sequence(&self) -> u64 {
+        self.delegation.as_ref().map_or(0, |d| d.sequence())
+    }
+
     /// The own bundle's `spiffe_sequence`: the CA's bundle sequence plus the JWT keys' and the WIT
     /// keys' sequences (each only grows, so the sum grows whenever any set of authorities
     /// changes).

@@ -137,6 +137,7 @@ impl Env {
             metrics: Arc::new(Metrics::new()),
             notifier: Arc::new(opts.notifier),
             identity_providers: Arc::new(IdentityProviders::empty()),
+            delegation: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

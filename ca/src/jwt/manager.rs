@@ -41,6 +41,8 @@ struct Signer {
     key: JwtSigningKey,
     /// The base64url JOSE header `{"alg":…,"kid":…,"typ":…}` (`JWT` or `wit+jwt`).
     header_b64: String,
+    /// The JOSE `alg` of the key.
+    alg: &'static str,
     not_after: i64,
 }
 
@@ -69,6 +71,7 @@ impl Signer {
             kid: kid.to_owned(),
             key,
             header_b64: URL_SAFE_NO_PAD.encode(header),
+            alg: jwt_algorithm(key_type).as_str(),
             not_after,
         })
     }
@@ -699,6 +702,45 @@ impl JwtKeyManager {
             jti: &m.jti,
         };
         Self::finish(&m, &claims)
+    }
+
+    /// Signs an OAuth access token (RFC 9068, header `typ: at+jwt`) with the active JWT-SVID key,
+    /// for the token exchange endpoint: `claims` is written as given (it must carry `exp`,
+    /// `iat` and `jti`; the caller sets them), so that verifiers use the published JWT
+    /// authorities. Only the JWT-SVID keys sign them ([`JwtError::WrongTokenKind`] otherwise).
+    pub fn sign_access_token(
+        &self,
+        claims: &serde_json::Value,
+        now: SystemTime,
+    ) -> Result<(String, String), JwtError> {
+        if self.kind != TokenKind::JwtSvid {
+            return Err(JwtError::WrongTokenKind {
+                manager: self.kind,
+                requested: TokenKind::JwtSvid,
+            });
+        }
+        let now_s = unix(now)?;
+        let signer = self.active_signer()?;
+        if now_s >= signer.not_after {
+            return Err(JwtError::KeyExpired {
+                kid: signer.kid.clone(),
+                not_after: signer.not_after,
+            });
+        }
+        let header = serde_json::to_vec(&Header {
+            alg: signer.alg,
+            kid: &signer.kid,
+            typ: "at+jwt",
+        })
+        .map_err(|e| JwtError::Encoding(e.to_string()))?;
+        let claims = serde_json::to_vec(claims).map_err(|e| JwtError::Encoding(e.to_string()))?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = signer.key.sign(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok((token, signer.kid.clone()))
     }
 
     /// Mints a WIT-SVID for `spiffe_id` (in the trust domain, with a path) with the active key,

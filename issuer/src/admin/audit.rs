@@ -98,10 +98,26 @@ fn verify_message(r: &VerifyReport) -> pb::VerifyAuditLogResponse {
 
 pub(super) async fn trace(
     store: &dyn Store,
+    delegation: Option<&crate::delegation::Delegation>,
     r: pb::TraceDelegationRequest,
 ) -> Result<pb::DelegationTrace, Status> {
-    match trace_token(store, &r.token_id).await {
-        Ok(t) => Ok(trace_message(t)),
+    let (token_id, warning) = match (r.token_id.is_empty(), r.token.is_empty()) {
+        (false, true) => (r.token_id, None),
+        (true, false) => crate::delegation::token_id_of(&r.token, delegation)
+            .map_err(|e| Status::invalid_argument(format!("token: {e}")))?,
+        _ => {
+            return Err(Status::invalid_argument(
+                "exactly one of token_id and token is required",
+            ));
+        }
+    };
+    match trace_token(store, &token_id).await {
+        Ok(mut t) => {
+            if let Some(w) = warning {
+                t.warnings.insert(0, w);
+            }
+            Ok(trace_message(t))
+        }
         Err(e @ TraceError::InvalidTokenId(_)) => Err(Status::invalid_argument(e.to_string())),
         Err(e @ TraceError::UnknownToken { .. }) => Err(Status::not_found(e.to_string())),
         Err(TraceError::Store(e)) => Err(convert::store_status(e)),

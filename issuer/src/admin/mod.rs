@@ -9,6 +9,7 @@
 
 mod audit;
 mod convert;
+mod delegation;
 mod federation;
 mod service;
 

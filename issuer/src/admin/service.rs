@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use super::{audit as audit_rpc, convert, federation as fed};
+use super::{audit as audit_rpc, convert, delegation as delegation_rpc, federation as fed};
 use crate::audit;
 use crate::ca_sync::{CaSync, unix_secs};
 use crate::entries::{self, EntryKind, EntryRules};
@@ -1011,7 +1011,15 @@ admin_rpcs! { self;
     verify_audit_log(pb::VerifyAuditLogRequest) -> pb::VerifyAuditLogResponse =
         "VerifyAuditLog", |_, r| audit_rpc::verify(self.issuer.store.as_ref(), r);
     trace_delegation(pb::TraceDelegationRequest) -> pb::DelegationTrace =
-        "TraceDelegation", |_, r| audit_rpc::trace(self.issuer.store.as_ref(), r);
+        "TraceDelegation", |_, r| audit_rpc::trace(
+            self.issuer.store.as_ref(),
+            self.issuer.delegation.as_deref(),
+            r,
+        );
     list_audit_events(pb::ListAuditEventsRequest) -> pb::ListAuditEventsResponse =
         "ListAuditEvents", |_, r| audit_rpc::list(self.issuer.store.as_ref(), r);
+    revoke_delegation(pb::RevokeDelegationRequest) -> pb::RevokeDelegationResponse =
+        "RevokeDelegation", |a, r| async move { delegation_rpc::revoke(&self.issuer, &a, r).await };
+    get_delegation_status(pb::GetDelegationStatusRequest) -> pb::DelegationStatus =
+        "GetDelegationStatus", |_, _| async { Ok(delegation_rpc::status(self.issuer.delegation.as_ref())) };
 }

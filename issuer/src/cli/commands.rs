@@ -17,8 +17,9 @@ use super::output::{
     VerifyJson,
 };
 use super::{
-    AgentCommand, AuditCommand, BundleCommand, BundleFormatArg, CaCommand, Command, EntryCommand,
-    FederationCommand, JwtCommand, Output, TokenCommand, X509Command, client,
+    AgentCommand, AuditCommand, BundleCommand, BundleFormatArg, CaCommand, Command,
+    DelegationCommand, EntryCommand, FederationCommand, JwtCommand, Output, TokenCommand,
+    X509Command, client,
 };
 
 /// Page size used when the CLI lists every entry.
@@ -80,6 +81,7 @@ pub async fn execute(socket: &Path, command: Command) -> Result<u8> {
         Command::Ca(c) => ca(socket, c).await.map(|()| 0),
         Command::Healthcheck => healthcheck(socket).await,
         Command::Audit(c) => audit(socket, c).await,
+        Command::Delegation(c) => delegation(socket, c).await.map(|()| 0),
     }
 }
 
@@ -614,6 +616,85 @@ async fn healthcheck(socket: &Path) -> Result<u8> {
 /// Page size of `audit list`.
 const AUDIT_PAGE_SIZE: u64 = 1000;
 
+async fn delegation(socket: &Path, c: DelegationCommand) -> Result<()> {
+    let mut client = client::connect(socket).await?;
+    match c {
+        DelegationCommand::Revoke {
+            token_id,
+            reason,
+            output,
+        } => {
+            let r = client
+                .revoke_delegation(pb::RevokeDelegationRequest { token_id, reason })
+                .await
+                .reply()?;
+            match output.output {
+                Output::Json => print(&output::json(&serde_json::json!({
+                    "token_id": r.token_id,
+                    "revocation_id": r.revocation_id,
+                    "revoked_token_ids": r.revoked_token_ids,
+                    "newly_revoked": r.newly_revoked,
+                    "sequence": r.sequence,
+                }))?),
+                Output::Text => print(&format!(
+                    "{} token {} (revocation id {}); {} known token(s) carry it: {}\n",
+                    if r.newly_revoked {
+                        "Revoked"
+                    } else {
+                        "Already revoked:"
+                    },
+                    r.token_id,
+                    r.revocation_id,
+                    r.revoked_token_ids.len(),
+                    r.revoked_token_ids.join(", ")
+                )),
+            }
+        }
+        DelegationCommand::Status { output } => {
+            let s = client
+                .get_delegation_status(pb::GetDelegationStatusRequest {})
+                .await
+                .reply()?;
+            match output.output {
+                Output::Json => {
+                    let keys: serde_json::Value =
+                        serde_json::from_str(&s.keys_json).unwrap_or_default();
+                    let revocations: serde_json::Value =
+                        serde_json::from_str(&s.revocations_json).unwrap_or_default();
+                    print(&output::json(&serde_json::json!({
+                        "enabled": s.enabled,
+                        "keys": keys,
+                        "revocations": revocations,
+                        "policy_files": s.policy_files,
+                        "sequence": s.sequence,
+                    }))?)
+                }
+                Output::Text if !s.enabled => {
+                    print("Delegation: off ([delegation] policies_dir is not set)\n")
+                }
+                Output::Text => {
+                    let mut out = format!("Delegation: on (sequence {})\nKeys:\n", s.sequence);
+                    for k in &s.keys {
+                        out.push_str(&format!(
+                            "  root_key_id {:<4} {:<9} {:<8} not after {}  {}\n",
+                            k.root_key_id,
+                            k.algorithm,
+                            k.state,
+                            output::time(k.not_after),
+                            k.public_key
+                        ));
+                    }
+                    out.push_str(&format!("Revoked blocks: {}\nPolicy files:\n", s.revoked));
+                    for f in &s.policy_files {
+                        out.push_str(&format!("  {f}\n"));
+                    }
+                    print(&out)
+                }
+            }
+        }
+    }
+}
+
 async fn audit(socket: &Path, c: AuditCommand) -> Result<u8> {
     let mut client = client::connect(socket).await?;
     match c {
@@ -636,9 +717,27 @@ async fn audit(socket: &Path, c: AuditCommand) -> Result<u8> {
                 Ok(1)
             }
         }
-        AuditCommand::Trace { token_id, output } => {
+        AuditCommand::Trace {
+            token_id,
+            token,
+            output,
+        } => {
+            let token = match token.as_deref() {
+                Some("-") => {
+                    let mut s = Zeroizing::new(String::new());
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .map_err(|e| anyhow!("cannot read the token from stdin: {e}"))?;
+                    Zeroizing::new(s.trim().to_owned())
+                }
+                Some(t) => Zeroizing::new(t.to_owned()),
+                None => Zeroizing::new(String::new()),
+            };
             let t = client
-                .trace_delegation(pb::TraceDelegationRequest { token_id })
+                .trace_delegation(pb::TraceDelegationRequest {
+                    token_id: token_id.unwrap_or_default(),
+                    token: token.to_string(),
+                })
                 .await
                 .reply()?;
             print_one::<_, TraceJson>(&t, output.output, output::trace_text)?;

@@ -96,6 +96,31 @@ pub enum Command {
     /// The audit log: verify its hash chain, trace delegation chains, list events.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Delegation tokens: revoke, show keys and policy.
+    #[command(subcommand)]
+    Delegation(DelegationCommand),
+}
+
+/// `delegation` commands.
+#[derive(Debug, Subcommand)]
+pub enum DelegationCommand {
+    /// Revoke a token and every token derived from it; verifiers learn it through the agents
+    /// within seconds.
+    Revoke {
+        /// The token's id (from `audit list --kind 'delegation.*'` or the minting reply).
+        #[arg(long, value_name = "ID")]
+        token_id: String,
+        /// Why (kept in the audit log).
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// The published delegation keys, the revocation list and the policy files in use.
+    Status {
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 /// `audit` commands.
@@ -112,10 +137,14 @@ pub enum AuditCommand {
         output: OutputArg,
     },
     /// Rebuild the delegation chain of a token, from the subject to the current holder.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["token_id", "token"])))]
     Trace {
         /// The token's id (`token_id` of its delegation event).
         #[arg(long, value_name = "ID")]
-        token_id: String,
+        token_id: Option<String>,
+        /// The token itself (base64url; `-` reads it from stdin): its id is read from it.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -703,8 +732,13 @@ mod tests {
         let e = parse(&["trace"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         match parse(&["trace", "--token-id", "t1", "--output", "json"]).unwrap() {
-            Command::Audit(AuditCommand::Trace { token_id, output }) => {
-                assert_eq!((token_id.as_str(), output.output), ("t1", Output::Json))
+            Command::Audit(AuditCommand::Trace {
+                token_id, output, ..
+            }) => {
+                assert_eq!(
+                    (token_id.as_deref(), output.output),
+                    (Some("t1"), Output::Json)
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -24,6 +24,7 @@
 
 mod attest;
 pub mod authz;
+pub mod delegation;
 pub mod notify;
 pub mod tls;
 
@@ -960,6 +961,46 @@ impl Node for NodeService {
         let remote = info.as_ref().map(|i| i.remote_addr);
         self.observe("WatchEntries", remote, self.watch(info.as_ref()))
             .await
+    }
+
+    async fn mint_delegation(
+        &self,
+        request: Request<pb::MintDelegationRequest>,
+    ) -> Result<Response<pb::DelegationToken>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe(
+            "MintDelegation",
+            remote,
+            NodeService::mint_delegation(self, info.as_ref(), req),
+        )
+        .await
+    }
+
+    async fn delegate(
+        &self,
+        request: Request<pb::DelegateRequest>,
+    ) -> Result<Response<pb::DelegationToken>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        let req = request.into_inner();
+        self.observe("Delegate", remote, self.delegate_hop(info.as_ref(), req))
+            .await
+    }
+
+    async fn get_delegation_state(
+        &self,
+        request: Request<pb::GetDelegationStateRequest>,
+    ) -> Result<Response<pb::DelegationState>, Status> {
+        let info = connect_info(&request).cloned();
+        let remote = info.as_ref().map(|i| i.remote_addr);
+        self.observe(
+            "GetDelegationState",
+            remote,
+            self.delegation_state(info.as_ref()),
+        )
+        .await
     }
 
     async fn get_bundle(

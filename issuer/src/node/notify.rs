@@ -126,7 +126,7 @@ impl RevisionNotifier {
             revision,
             bundle_sequence: issuer.own_bundle_sequence(),
             bundles_revision: bundles_revision(&bundles),
-            delegation_sequence: 0,
+            delegation_sequence: issuer.delegation_sequence(),
         };
         self.tx.send_if_modified(|cur| {
             if *cur == Some(value) {
