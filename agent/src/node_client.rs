@@ -268,6 +268,144 @@ pub struct WatchEvent {
     pub bundle_sequence: u64,
     /// The issuer's federated bundles revision (opaque; compare for equality).
     pub bundles_revision: u64,
+    /// The `sequence` of the issuer's delegation state (0 when delegation is off): call
+    /// [`NodeClient::get_delegation_state`] when it differs from the one held.
+    pub delegation_sequence: u64,
+}
+
+/// What the agent asks the issuer to mint ([`NodeClient::mint_delegation`]). `Debug` never
+/// prints the ID token.
+#[derive(Clone, Default)]
+pub struct DelegationMint {
+    /// The first actor's registration entry (authorized for this agent).
+    pub entry_id: String,
+    /// An OpenID Connect ID token proving the subject; empty: the workload itself is the subject.
+    /// A bearer credential, wiped when dropped.
+    pub id_token: Zeroizing<String>,
+    /// The rights asked for; empty: every right the policy grants.
+    pub rights: Vec<String>,
+    /// Seconds; 0: the longest the policy allows.
+    pub ttl_seconds: u32,
+    /// Hops allowed after the first actor; 0: the most the policy allows.
+    pub max_depth: u32,
+}
+
+impl std::fmt::Debug for DelegationMint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegationMint")
+            .field("entry_id", &self.entry_id)
+            .field(
+                "id_token",
+                &if self.id_token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("rights", &self.rights)
+            .field("ttl_seconds", &self.ttl_seconds)
+            .field("max_depth", &self.max_depth)
+            .finish()
+    }
+}
+
+/// A hop the agent asks the issuer to append ([`NodeClient::delegate`]). `Debug` never prints
+/// the token.
+#[derive(Clone, Default)]
+pub struct DelegationHop {
+    /// The current holder's registration entry (authorized for this agent).
+    pub entry_id: String,
+    /// The held delegation token (base64url): a bearer credential, wiped when dropped.
+    pub token: Zeroizing<String>,
+    /// The next actor's SPIFFE ID.
+    pub next_actor: String,
+    /// A subset of the token's rights; empty keeps them all.
+    pub rights: Vec<String>,
+    /// Seconds; 0 keeps the token's expiry.
+    pub ttl_seconds: u32,
+}
+
+impl std::fmt::Debug for DelegationHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegationHop")
+            .field("entry_id", &self.entry_id)
+            .field("token", &"<redacted>")
+            .field("next_actor", &self.next_actor)
+            .field("rights", &self.rights)
+            .field("ttl_seconds", &self.ttl_seconds)
+            .finish()
+    }
+}
+
+/// A delegation token minted or extended by the issuer. `Debug` never prints the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DelegationToken {
+    /// The token (Biscuit, base64url): a bearer credential, wiped when dropped.
+    pub token: Zeroizing<String>,
+    /// Its id (`signet-issuer audit trace --token-id`).
+    pub token_id: String,
+    /// The subject id (`<idp issuer>#<sub>` for users, the SPIFFE ID for workloads).
+    pub subject: String,
+    /// The actors, first to current holder.
+    pub chain: Vec<String>,
+    /// The rights it carries.
+    pub rights: Vec<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Hops still allowed.
+    pub remaining_depth: u32,
+}
+
+impl std::fmt::Debug for DelegationToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegationToken")
+            .field("token", &"<redacted>")
+            .field("token_id", &self.token_id)
+            .field("subject", &self.subject)
+            .field("chain", &self.chain)
+            .field("rights", &self.rights)
+            .field("expires_at", &self.expires_at)
+            .field("remaining_depth", &self.remaining_depth)
+            .finish()
+    }
+}
+
+impl DelegationToken {
+    /// Checks and takes the issuer's answer (the token moves into a zeroizing string).
+    fn from_proto(mut t: pb::DelegationToken) -> Result<Self, NodeClientError> {
+        let token = Zeroizing::new(std::mem::take(&mut t.token));
+        if token.is_empty() {
+            return Err(NodeClientError::Protocol(
+                "the delegation token is empty".into(),
+            ));
+        }
+        if t.token_id.is_empty() || t.chain.is_empty() {
+            return Err(NodeClientError::Protocol(
+                "the delegation token comes without its id or chain".into(),
+            ));
+        }
+        Ok(Self {
+            token,
+            token_id: t.token_id,
+            subject: t.subject,
+            chain: t.chain,
+            rights: t.rights,
+            expires_at: t.expires_at,
+            remaining_depth: t.remaining_depth,
+        })
+    }
+}
+
+/// The issuer's published delegation keys and revocation list
+/// ([`NodeClient::get_delegation_state`]), as JSON documents (see `signet_delegation::keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationState {
+    /// The keys document.
+    pub keys_json: String,
+    /// The revocation list document.
+    pub revocations_json: String,
+    /// Grows whenever keys or revocations change.
+    pub sequence: u64,
 }
 
 /// The federated bundles of the last complete sync, by trust domain.
@@ -1036,6 +1174,7 @@ impl NodeClient {
                         revision: ev.revision,
                         bundle_sequence: ev.bundle_sequence,
                         bundles_revision: ev.bundles_revision,
+                        delegation_sequence: ev.delegation_sequence,
                     }),
                     State::Open(events),
                 )),
@@ -1124,6 +1263,70 @@ impl NodeClient {
             unix_to_system(expires_at),
             unix_to_system(issued_at),
         ))
+    }
+
+    /// Has the issuer mint a delegation token whose first actor is the workload of
+    /// `request.entry_id` (see [`DelegationMint`]). The issuer's refusals come back as
+    /// [`NodeClientError::Rpc`]: `FailedPrecondition` when delegation is not configured,
+    /// `PermissionDenied` with the policy's reason, `InvalidArgument` for a bad request or ID
+    /// token.
+    pub async fn mint_delegation(
+        &self,
+        request: &DelegationMint,
+    ) -> Result<DelegationToken, NodeClientError> {
+        let message = pb::MintDelegationRequest {
+            entry_id: request.entry_id.clone(),
+            id_token: request.id_token.to_string(),
+            rights: request.rights.clone(),
+            ttl_seconds: request.ttl_seconds,
+            max_depth: request.max_depth,
+        };
+        let answer = self
+            .authed()
+            .await?
+            .mint_delegation(message)
+            .await
+            .map_err(rpc_error)?;
+        DelegationToken::from_proto(answer.into_inner())
+    }
+
+    /// Has the issuer append a hop to a token held by the workload of `request.entry_id` (see
+    /// [`DelegationHop`]); refusals as for [`mint_delegation`](Self::mint_delegation).
+    pub async fn delegate(
+        &self,
+        request: &DelegationHop,
+    ) -> Result<DelegationToken, NodeClientError> {
+        let message = pb::DelegateRequest {
+            entry_id: request.entry_id.clone(),
+            token: request.token.to_string(),
+            next_actor: request.next_actor.clone(),
+            rights: request.rights.clone(),
+            ttl_seconds: request.ttl_seconds,
+        };
+        let answer = self
+            .authed()
+            .await?
+            .delegate(message)
+            .await
+            .map_err(rpc_error)?;
+        DelegationToken::from_proto(answer.into_inner())
+    }
+
+    /// The issuer's delegation keys and revocation list (`FailedPrecondition` when delegation
+    /// is not configured).
+    pub async fn get_delegation_state(&self) -> Result<DelegationState, NodeClientError> {
+        let s = self
+            .authed()
+            .await?
+            .get_delegation_state(pb::GetDelegationStateRequest {})
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        Ok(DelegationState {
+            keys_json: s.keys_json,
+            revocations_json: s.revocations_json,
+            sequence: s.sequence,
+        })
     }
 
     /// Fetches the issuer's trust bundle (and pins it).

@@ -358,6 +358,7 @@ impl Server {
             cache.clone(),
             attestation,
             jwt.clone(),
+            workload_api::DelegationBackend::disabled("not in this test"),
             async move {
                 let _ = stopped.await;
             },

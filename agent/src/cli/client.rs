@@ -1,6 +1,7 @@
 //! A small Workload API client over the generated `SpiffeWorkloadAPI` stubs: the endpoint rules
 //! of the standard (`unix:///path`, `tcp://IP:port`, env `SPIFFE_ENDPOINT_SOCKET`), and the
-//! `workload.spiffe.io: true` header on every request. Used by the CLI and the load tool.
+//! `workload.spiffe.io: true` header on every request. Used by the CLI and the load tool. The
+//! delegation service on the same socket is reached with [`WorkloadEndpoint::connect_delegation`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,10 @@ pub const ENDPOINT_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
 /// The generated client on a channel to the agent.
 pub type WorkloadClient = SpiffeWorkloadApiClient<Channel>;
+
+/// The generated client of the delegation service (`signet.delegation.v1.Delegation`, on the
+/// same socket).
+pub type DelegationClient = signet_proto::delegation::delegation_client::DelegationClient<Channel>;
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,22 @@ impl WorkloadEndpoint {
 
     /// Opens a channel (HTTP/2) to the endpoint.
     pub async fn connect(&self) -> Result<WorkloadClient, ClientError> {
+        Ok(SpiffeWorkloadApiClient::new(self.channel().await?)
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// A client of the delegation service on the endpoint.
+    pub async fn connect_delegation(&self) -> Result<DelegationClient, ClientError> {
+        Ok(
+            signet_proto::delegation::delegation_client::DelegationClient::new(
+                self.channel().await?,
+            )
+            .max_decoding_message_size(64 * 1024 * 1024),
+        )
+    }
+
+    /// Opens an HTTP/2 channel to the endpoint.
+    pub async fn channel(&self) -> Result<Channel, ClientError> {
         let fail = |reason: String| ClientError::Connect {
             endpoint: self.to_string(),
             reason,
@@ -122,7 +143,7 @@ impl WorkloadEndpoint {
                     .map_err(|e| fail(error_chain(&e)))?
             }
         };
-        Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        Ok(channel)
     }
 }
 

@@ -1,10 +1,11 @@
 //! The `signet-agent` command line: `run` (the agent), and the Workload API commands
-//! `api fetch x509`, `api fetch jwt`, `api validate jwt`, `api watch` and `healthcheck`, which
-//! talk to a running agent like any
+//! `api fetch x509`, `api fetch jwt`, `api validate jwt`, `api watch`, `api delegation mint |
+//! delegate | keys` ([`delegation`]) and `healthcheck`, which talk to a running agent like any
 //! workload does (generated `SpiffeWorkloadAPI` stubs, `workload.spiffe.io: true` header, endpoint
 //! from `--socket-path`, else `SPIFFE_ENDPOINT_SOCKET`, else the default socket).
 
 pub mod client;
+pub mod delegation;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -76,6 +77,9 @@ pub enum ApiCommand {
     /// Validates a credential through the Workload API.
     #[command(subcommand)]
     Validate(ValidateCommand),
+    /// Delegation tokens through the agent's delegation service (same socket).
+    #[command(subcommand)]
+    Delegation(delegation::DelegationCommand),
     /// Streams X509-SVID updates and prints each one until interrupted.
     Watch {
         /// The Workload API endpoint (default: $SPIFFE_ENDPOINT_SOCKET, else the default socket).
@@ -186,6 +190,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Api(ApiCommand::Fetch(FetchCommand::Jwt { .. })) => "api fetch jwt",
         Command::Api(ApiCommand::Validate(ValidateCommand::Jwt { .. })) => "api validate jwt",
         Command::Api(ApiCommand::Watch { .. }) => "api watch",
+        Command::Api(ApiCommand::Delegation(d)) => d.name(),
         Command::Healthcheck { .. } => "healthcheck",
     }
 }
@@ -238,6 +243,7 @@ pub async fn execute(command: Command) -> Result<u8> {
             socket_path,
             output,
         }) => watch(socket_path.as_deref(), output).await,
+        Command::Api(ApiCommand::Delegation(d)) => delegation::execute(d).await,
         Command::Healthcheck {
             socket_path,
             timeout,
@@ -740,5 +746,50 @@ mod tests {
             Cli::try_parse_from(["signet-agent", "api", "validate", "jwt", "--token", "t"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_delegation_commands_parse() {
+        use delegation::DelegationCommand as D;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["signet-agent", "api", "delegation"].iter().chain(args))
+        };
+        let c = parse(&[
+            "mint",
+            "--right",
+            "a:read",
+            "--right",
+            "b",
+            "--ttl",
+            "5m",
+            "--max-depth",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(command_name(&c.command), "api delegation mint");
+        let Command::Api(ApiCommand::Delegation(D::Mint {
+            rights,
+            ttl,
+            max_depth,
+            id_token,
+            ..
+        })) = c.command
+        else {
+            unreachable!("parsed as another command")
+        };
+        assert_eq!(rights, ["a:read", "b"]);
+        assert_eq!((ttl, max_depth, id_token), (Some(300), Some(2), None));
+        assert!(parse(&["mint", "--id-token", "t", "--id-token-file", "-"]).is_err());
+        assert!(parse(&["mint", "--max-depth", "0"]).is_err());
+        assert!(parse(&["mint", "--ttl", "1500ms"]).is_err());
+
+        let c = parse(&["delegate", "--token-file", "-", "--to", "spiffe://td/b"]).unwrap();
+        assert_eq!(command_name(&c.command), "api delegation delegate");
+        // A token and a next actor are required.
+        assert!(parse(&["delegate", "--to", "spiffe://td/b"]).is_err());
+        assert!(parse(&["delegate", "--token", "t"]).is_err());
+        assert!(parse(&["delegate", "--token", "t", "--token-file", "f", "--to", "x"]).is_err());
+        let c = parse(&["keys", "--output", "json"]).unwrap();
+        assert_eq!(command_name(&c.command), "api delegation keys");
     }
 }

@@ -9,14 +9,15 @@
 //! 2. fill the cache with the persisted workload SVIDs that are still valid: the Workload API
 //!    serves them at once, before (and whether or not) the issuer answers;
 //! 3. bind the Workload API socket and the health listener, log `agent started`;
-//! 4. run the identity task (attest if needed, renew at half-life) and the sync loop; log
-//!    `agent ready` once the cache can serve.
+//! 4. run the identity task (attest if needed, renew at half-life), the sync loop and the
+//!    delegation state task ([`delegation`]); log `agent ready` once the cache can serve.
 //!
 //! Shutdown (the future given to [`run`] completes): streams end with `Unavailable`, the synced
 //! state is written one last time, the socket is removed.
 
 pub mod backoff;
 pub mod certs;
+pub mod delegation;
 pub mod identity;
 pub mod logging;
 pub mod mirror;
@@ -38,12 +39,16 @@ use zeroize::Zeroizing;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::health::Health;
+use crate::node_client::{DelegationHop, DelegationMint, DelegationToken};
 use crate::node_client::{NodeClient, NodeClientConfig};
 use crate::runtime::identity::{IdentityManager, IdentityState};
 use crate::runtime::persist::DataDir;
 use crate::runtime::push::PushTrigger;
 use crate::runtime::sync::Syncer;
-use crate::workload_api::{IssuerFailure, MintedToken, SvidIssuer, WorkloadAttestation};
+use crate::workload_api::{
+    DelegationBackend, DelegationFailure, DelegationIssuer, DelegationStatus, IssuerFailure,
+    MintedToken, SvidIssuer, WorkloadAttestation,
+};
 
 /// How long shutdown waits for each task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -104,6 +109,10 @@ pub(crate) struct Shared {
     last_bundle: Mutex<Option<Arc<Bundle>>>,
     /// Serializes federated bundle updates (cache and file in the same order).
     federated_lock: Mutex<()>,
+    /// The issuer's delegation keys and revocations, as last fetched ([`delegation`]).
+    pub(crate) delegation: watch::Sender<DelegationStatus>,
+    /// The `delegation_sequence` of the last `WatchEntries` event.
+    pub(crate) delegation_announced: watch::Sender<Option<u64>>,
 }
 
 impl Shared {
@@ -225,6 +234,41 @@ impl SvidIssuer for NodeApiIssuer {
     }
 }
 
+/// Node API failures as the delegation service passes them on: the issuer's status, or an
+/// outage.
+fn delegation_failure(e: crate::node_client::NodeClientError) -> DelegationFailure {
+    match e {
+        crate::node_client::NodeClientError::Rpc { code, message } => {
+            DelegationFailure::Issuer { code, message }
+        }
+        other => DelegationFailure::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl DelegationIssuer for NodeApiIssuer {
+    async fn mint_delegation(
+        &self,
+        request: DelegationMint,
+    ) -> Result<DelegationToken, DelegationFailure> {
+        let _gate = self.0.rpc_gate.read().await;
+        self.0
+            .client
+            .mint_delegation(&request)
+            .await
+            .map_err(delegation_failure)
+    }
+
+    async fn delegate(&self, request: DelegationHop) -> Result<DelegationToken, DelegationFailure> {
+        let _gate = self.0.rpc_gate.read().await;
+        self.0
+            .client
+            .delegate(&request)
+            .await
+            .map_err(delegation_failure)
+    }
+}
+
 /// Reads `trust_bundle_path`: PEM certificates or a SPIFFE bundle document.
 fn read_trust_bundle(config: &Config, path: &PathBuf) -> Result<Bundle, RunError> {
     let bad = |reason: String| {
@@ -325,6 +369,8 @@ pub async fn run(
         health: health.clone(),
         last_bundle: Mutex::new(None),
         federated_lock: Mutex::new(()),
+        delegation: watch::channel(DelegationStatus::Unknown).0,
+        delegation_announced: watch::channel(None).0,
     });
     shared.publish_bundle();
     let mut syncer = Syncer::new(shared.clone());
@@ -380,11 +426,17 @@ pub async fn run(
     );
     let trigger = PushTrigger::spawn(shared.clone(), stop_rx.clone());
     let sync_task = tokio::spawn(syncer.run(trigger, stop_rx.clone()));
+    let delegation_task = tokio::spawn(delegation::run(shared.clone(), stop_rx.clone()));
+    let issuer = Arc::new(NodeApiIssuer(shared.clone()));
     let mut api_task = tokio::spawn(crate::workload_api::serve(
         listener,
         cache.clone(),
         attestation,
-        Arc::new(NodeApiIssuer(shared.clone())),
+        issuer.clone(),
+        DelegationBackend {
+            issuer,
+            state: shared.delegation.subscribe(),
+        },
         stopped(stop_rx.clone()),
     ));
     let health_task = health_listener.map(|l| {
@@ -466,6 +518,12 @@ pub async fn run(
     }
     if !api_task.is_finished() {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut api_task).await;
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, delegation_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the delegation state task did not stop in time");
     }
     if let Some(t) = health_task {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;

@@ -8,7 +8,8 @@
 //! the issuer ends it (at the latest when the SVID it was opened with expires, or after about ten
 //! minutes), right after the agent SVID is renewed, and after a failure with backoff (1 s to 30 s).
 //! While no stream is open the trigger falls back to polling every 500 ms (±10 %); while one is
-//! open it still syncs every 30 s, as a safety net.
+//! open it still syncs every 30 s, as a safety net. Each event's `delegation_sequence` goes to
+//! the delegation state task ([`crate::runtime::delegation`]), which refetches when it is new.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,7 +114,8 @@ async fn watch_loop(
                 _ = shutdown.changed() => return,
                 _ = identity.changed() => break Ended::IdentityChanged,
                 item = stream.next() => match item {
-                    Some(Ok(_event)) => {
+                    Some(Ok(event)) => {
+                        crate::runtime::delegation::announce(&shared, event.delegation_sequence);
                         events += 1;
                         if events == 1 {
                             active.store(true, Ordering::Release);

@@ -235,6 +235,7 @@ async fn a_raw_client_sending_the_socket_path_as_authority_gets_its_svid() {
         cache.clone(),
         Arc::new(PinnedUid),
         Arc::new(NoIssuer),
+        super::DelegationBackend::disabled("not in this test"),
         std::future::pending(),
     ));
     // What the rewriter assumes of the server: HPACK table size (0x1) and maximum frame size
@@ -308,6 +309,7 @@ async fn each_connection_keeps_the_mode_of_its_first_block_and_the_clients_dynam
         cache,
         Arc::new(PinnedUid),
         Arc::new(NoIssuer),
+        super::DelegationBackend::disabled("not in this test"),
         std::future::pending(),
     ));
     let expect_svid = |outcome: Outcome| match outcome {

@@ -25,6 +25,9 @@
 //! keys the agent generates per entry (renewed at half-life with a new key), `FetchWITBundles`
 //! the WIT authorities. See `docs/workload-api.md` and `docs/wit-svid.md`.
 //!
+//! The Signet delegation service (`signet.delegation.v1.Delegation`, [`delegation`]) is served
+//! on the same socket, with the same admission.
+//!
 //! Private keys are never logged: responses are not `Debug`-printed and keys kept for
 //! deduplication are zeroized when dropped.
 
@@ -34,6 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
+use signet_proto::delegation::delegation_server::DelegationServer;
 use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use signet_spiffe::SpiffeId;
 use tokio::net::UnixListener;
@@ -49,6 +53,7 @@ use conn::PeerConn;
 pub mod attest;
 mod authority;
 mod conn;
+pub mod delegation;
 mod huffman;
 #[cfg(test)]
 mod interop_tests;
@@ -59,6 +64,10 @@ pub mod wit;
 
 pub use attest::ProcessAttestation;
 pub use conn::{ProcessPin, WorkloadConnectInfo};
+pub use delegation::{
+    DelegationBackend, DelegationFailure, DelegationIssuer, DelegationService, DelegationSnapshot,
+    DelegationStatus,
+};
 pub use service::WorkloadApiService;
 
 /// The metadata key every Workload API request must carry, with the value `true`.
@@ -215,8 +224,9 @@ pub enum ServeError {
 /// Pause after a failed `accept` (e.g. out of file descriptors), so that the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves the Workload API on `listener` until `shutdown` completes, then ends every open stream
-/// (with `Unavailable`) and returns once the connections are closed.
+/// Serves the Workload API and the delegation service on `listener` until `shutdown`
+/// completes, then ends every open stream (with `Unavailable`) and returns once the connections
+/// are closed.
 ///
 /// Each accepted connection's process is pinned at once ([`ProcessPin`]), before any request is
 /// read. The caller creates the listener (socket path, directory and mode are its business).
@@ -225,9 +235,12 @@ pub async fn serve(
     cache: Cache,
     attestor: Arc<dyn WorkloadAttestation>,
     issuer: Arc<dyn SvidIssuer>,
+    delegation: DelegationBackend,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let delegation =
+        DelegationService::new(cache.clone(), attestor.clone(), delegation, stop_rx.clone());
     let service = WorkloadApiService::new(cache, attestor, issuer, stop_rx);
     let incoming = UnixListenerStream::new(listener).then(|conn| async move {
         match conn {
@@ -245,6 +258,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(service))
+        .add_service(DelegationServer::new(delegation))
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     Ok(())

@@ -32,7 +32,7 @@ const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// Message of `Unavailable` while the cache is not ready.
 const NOT_READY: &str = "the agent is not ready to serve identities yet";
 
-type ResultStream<M> = BoxStream<'static, Result<M, Status>>;
+pub(super) type ResultStream<M> = BoxStream<'static, Result<M, Status>>;
 
 /// The `SpiffeWorkloadAPI` gRPC service, for mounting on a tonic server next to other services
 /// ([`super::serve`] does it for the common case).
@@ -184,21 +184,7 @@ impl WorkloadApiService {
         request: &Request<T>,
         span: &Span,
     ) -> Result<Vec<(String, String)>, Status> {
-        check_header(request.metadata())?;
-        let peer = peer_cred(request)?;
-        span.record("pid", peer.pid);
-        span.record("uid", peer.uid);
-        let pid = peer.pid;
-        if !self.cache.current().is_ready() {
-            tracing::info!("refused: {NOT_READY}");
-            return Err(Status::unavailable(NOT_READY));
-        }
-        let selectors = self.attestor.attest(peer).await.map_err(|e| {
-            tracing::warn!(pid, error = %e, "workload attestation failed");
-            Status::unavailable(format!("workload attestation failed: {e}"))
-        })?;
-        tracing::debug!(?selectors, "workload attested");
-        Ok(selectors)
+        admit(&self.cache, self.attestor.as_ref(), request, span).await
     }
 
     /// `FetchWITSVID`: admission, the first message (WIT-SVIDs minted if need be), then one
@@ -292,6 +278,32 @@ impl WorkloadApiService {
     }
 }
 
+/// Admission of a call on the agent socket (the Workload API and the delegation service):
+/// checks the security header and the readiness, then attests the caller from its kernel
+/// credentials; returns its selectors. Records the caller's PID and UID in `span`.
+pub(super) async fn admit<T>(
+    cache: &Cache,
+    attestor: &dyn WorkloadAttestation,
+    request: &Request<T>,
+    span: &Span,
+) -> Result<Vec<(String, String)>, Status> {
+    check_header(request.metadata())?;
+    let peer = peer_cred(request)?;
+    span.record("pid", peer.pid);
+    span.record("uid", peer.uid);
+    let pid = peer.pid;
+    if !cache.current().is_ready() {
+        tracing::info!("refused: {NOT_READY}");
+        return Err(Status::unavailable(NOT_READY));
+    }
+    let selectors = attestor.attest(peer).await.map_err(|e| {
+        tracing::warn!(pid, error = %e, "workload attestation failed");
+        Status::unavailable(format!("workload attestation failed: {e}"))
+    })?;
+    tracing::debug!(?selectors, "workload attested");
+    Ok(selectors)
+}
+
 fn rpc_span(rpc: &'static str) -> Span {
     tracing::info_span!(
         "workload_api",
@@ -373,7 +385,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
 }
 
 /// The security header must be present exactly once, with the value `true`.
-fn check_header(metadata: &MetadataMap) -> Result<(), Status> {
+pub(super) fn check_header(metadata: &MetadataMap) -> Result<(), Status> {
     let mut values = metadata.get_all(SECURITY_HEADER).iter();
     match (values.next(), values.next()) {
         (Some(v), None) if v.as_bytes() == b"true" => Ok(()),
@@ -407,14 +419,14 @@ fn peer_cred<T>(request: &Request<T>) -> Result<PeerCred, Status> {
     })
 }
 
-fn log_refusal(status: &Status) {
+pub(super) fn log_refusal(status: &Status) {
     tracing::info!(code = ?status.code(), message = status.message(), "refused");
 }
 
 /// What one caller is served at one generation: kept alive (by `Arc`) so that comparing by
 /// pointer is sound.
-struct Served {
-    svids: Vec<Arc<CachedSvid>>,
+pub(super) struct Served {
+    pub(super) svids: Vec<Arc<CachedSvid>>,
     bundles: Vec<Arc<Bundle>>,
 }
 
@@ -437,7 +449,7 @@ impl Served {
 }
 
 /// What `selectors` are entitled to in `snapshot` at `now`, or the status that ends the call.
-fn evaluate(
+pub(super) fn evaluate(
     snapshot: &Snapshot,
     selectors: &[(String, String)],
     now: SystemTime,
@@ -464,7 +476,7 @@ fn evaluate(
 }
 
 /// When the served state changes by itself: the first expiry among the served SVIDs.
-fn next_wake(svids: &[Arc<CachedSvid>], now: SystemTime) -> Instant {
+pub(super) fn next_wake(svids: &[Arc<CachedSvid>], now: SystemTime) -> Instant {
     let wait = svids
         .iter()
         .filter_map(|s| s.expires_at.duration_since(now).ok())
