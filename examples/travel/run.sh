@@ -40,6 +40,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/signet-travel.XXXXXX")
 PIDS=()
 cleanup() {
     local status=$?
+    # Output may go to a closed pipe (run.sh | head): never let that stop the clean-up.
+    trap '' PIPE
+    set +e
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         kill "${PIDS[i]}" 2>/dev/null || true
     done
@@ -52,13 +55,14 @@ cleanup() {
         done
     fi
     if [ -n "${SIGNET_EXAMPLE_KEEP:-}" ]; then
-        echo "(kept $WORK)"
+        echo "(kept $WORK)" || true
     else
         rm -rf "$WORK"
     fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
+trap 'exit 141' PIPE
 
 ISSUER=("$BIN/signet-issuer" --socket-path "$WORK/private/admin.sock")
 AGENT=("$BIN/signet-agent")
