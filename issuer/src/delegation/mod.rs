@@ -771,12 +771,12 @@ impl Delegation {
         &self,
         input: &DelegateInput<'_>,
         now: SystemTime,
-    ) -> Result<(Issued, String), (Option<Chain>, DelegationError)> {
+    ) -> Result<(Issued, String), HopRefusal> {
         Self::check_rights(&input.rights).map_err(|e| (None, e))?;
         let chain = self
             .verify_held(input.token, input.holder, now)
             .map_err(|e| (None, e))?;
-        let parent = Some(chain.clone());
+        let parent = Some(Box::new(chain.clone()));
         let fail = |e: DelegationError| (parent.clone(), e);
         self.check_actor(input.next_actor, "the next actor")
             .map_err(fail)?;
@@ -1045,6 +1045,9 @@ fn quoted_after(src: &str, prefix: &str) -> Option<String> {
     let end = src[start..].find('"')?;
     Some(src[start..start + end].to_owned())
 }
+
+/// A refused hop: the parent's chain when the token verified (for the audit event), and why.
+type HopRefusal = (Option<Box<Chain>>, DelegationError);
 
 /// Why a revocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
