@@ -1,8 +1,14 @@
 //! Delegation token costs, one core: mint, a hop (third-party block signed by the issuer),
-//! an offline attenuation, and verify + authorize of a three-hop chain (user -> planner ->
-//! search -> flights tool -> booking), as a resource server runs it per request, next to the
-//! part of it that is signature verification alone (7 Ed25519 signatures: 4 blocks and 3
-//! third-party blocks), the floor of any verifier.
+//! an offline attenuation, and verify + authorize as a resource server runs it per request, next
+//! to the part of it that is signature verification alone (the floor of any verifier):
+//!
+//! - `*_three_hops`: user -> planner -> search -> flights tool -> booking: the authority block
+//!   and 3 hop blocks, 7 Ed25519 signatures (4 blocks, 3 third-party signatures);
+//! - `*_two_hops_attenuated`: user -> planner -> search -> flights tool, then an offline
+//!   attenuation by the holder: 4 blocks, 6 Ed25519 signatures (4 blocks, 2 third-party).
+//! - `*_cached`: the same token presented again to a verifier with a signature cache
+//!   (`Verifier::with_signature_cache`): no signature check, the chain from the cache, the
+//!   authorization (revocation, expiry, presenter, depth, rights, checks, policy) in full.
 //!
 //! Run: `cargo bench -p signet-delegation --bench delegation -- --warm-up-time 1 --measurement-time 3`
 
@@ -63,6 +69,24 @@ fn bench(c: &mut Criterion) {
         token = append_hop(&token, &chain, &root, &hop_req(to, tid)).expect("hop");
     }
     let three_hops = token.to_base64().expect("encode");
+    let mut token = t0.clone();
+    for (to, tid) in [
+        ("spiffe://example.org/search", "t1"),
+        ("spiffe://example.org/flights", "t2"),
+    ] {
+        let chain = read_chain(&token, &[root.public()]).expect("chain");
+        token = append_hop(&token, &chain, &root, &hop_req(to, tid)).expect("hop");
+    }
+    let two_hops_attenuated = attenuate(
+        &token,
+        &Attenuation {
+            rights: Some(["flights:read"].iter().map(|s| s.to_string()).collect()),
+            expires_at: Some(now + Duration::from_secs(120)),
+        },
+    )
+    .expect("attenuate")
+    .to_base64()
+    .expect("encode");
     let keys = DelegationKeys::from_keys([(1, root.public())]);
     let verifier = Verifier::new(keys, &RevocationList::default()).expect("verifier");
 
@@ -97,6 +121,63 @@ fn bench(c: &mut Criterion) {
             black_box(
                 signet_delegation::Biscuit::from_base64(black_box(&three_hops), root_pk)
                     .expect("parse"),
+            )
+        })
+    });
+    g.bench_function("signatures_only_two_hops_attenuated", |b| {
+        b.iter(|| {
+            black_box(
+                signet_delegation::Biscuit::from_base64(black_box(&two_hops_attenuated), root_pk)
+                    .expect("parse"),
+            )
+        })
+    });
+    g.bench_function("verify_authorize_two_hops_attenuated", |b| {
+        b.iter(|| {
+            black_box(
+                verifier
+                    .verify(
+                        black_box(&two_hops_attenuated),
+                        &Request {
+                            presenter: "spiffe://example.org/flights",
+                            operation: "flights:read",
+                            now,
+                        },
+                    )
+                    .expect("verify"),
+            )
+        })
+    });
+    let cached = verifier.clone().with_signature_cache(64);
+    g.bench_function("verify_authorize_two_hops_attenuated_cached", |b| {
+        b.iter(|| {
+            black_box(
+                cached
+                    .verify(
+                        black_box(&two_hops_attenuated),
+                        &Request {
+                            presenter: "spiffe://example.org/flights",
+                            operation: "flights:read",
+                            now,
+                        },
+                    )
+                    .expect("verify"),
+            )
+        })
+    });
+    g.bench_function("verify_authorize_three_hops_cached", |b| {
+        b.iter(|| {
+            black_box(
+                cached
+                    .verify(
+                        black_box(&three_hops),
+                        &Request {
+                            presenter: "spiffe://example.org/booking",
+                            operation: "flights:read",
+                            now,
+                        },
+                    )
+                    .expect("verify"),
             )
         })
     });

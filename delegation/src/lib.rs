@@ -22,13 +22,14 @@
 //! [`schema`]; it is what Python's `biscuit-python` or any other Biscuit implementation reads
 //! with only the published public key. This crate performs no I/O besides reading policy files.
 
+mod cache;
 pub mod keys;
 pub mod policy;
 pub mod schema;
 mod token;
 mod verify;
 
-pub use biscuit_auth::{Biscuit, KeyPair, PrivateKey, PublicKey};
+pub use biscuit_auth::{AuthorizerLimits, Biscuit, KeyPair, PrivateKey, PublicKey};
 pub use keys::{DelegationKeys, KeyInfo, RevocationList};
 pub use schema::{Subject, SubjectKind};
 pub use token::{

@@ -1,12 +1,14 @@
 //! Verifying a delegation token for a request, as a resource server does.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::builder::{date, fact, string};
 use biscuit_auth::error::{FailedCheck, Logic, MatchedPolicy, Token as BiscuitError};
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
 
+use crate::cache::{SignatureCache, Verified};
 use crate::keys::{DelegationKeys, RevocationList};
 use crate::token::{Chain, ChainQueries, TokenError, read_chain_from, trusting, unix};
 
@@ -103,6 +105,12 @@ pub struct Decision {
 /// A delegation token verifier: the published root keys, the revocation list, run limits and
 /// the resource server's own policy. Cheap to share; keep one and replace keys and revocations
 /// as they change.
+///
+/// Everything that does not depend on the request is prepared once: the chain queries and the
+/// `chain_actor` rule (per key set), and the authorizer's rules, checks and policy (per policy and
+/// limits); a request only adds its `time`, `operation` and `presenter` facts. With
+/// [`Verifier::with_signature_cache`], a token seen before skips its signature checks and the
+/// reading of its chain (see there).
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: DelegationKeys,
@@ -113,7 +121,16 @@ pub struct Verifier {
     limits: AuthorizerLimits,
     policy: String,
     max_depth: Option<u32>,
+    /// The authorizer without the request facts: limits, `chain_actor`, the rights check and the
+    /// policy, parsed once (rebuilt when any of them changes).
+    template: AuthorizerBuilder,
+    /// Tokens whose signatures verified and whose chain was read with `keys` (shared by clones;
+    /// replaced with the keys).
+    cache: Option<Arc<SignatureCache>>,
 }
+
+/// The mandatory check that the operation is one of the authority block's rights.
+const RIGHTS_CHECK: &str = "check if operation($op), right($op)";
 
 impl Verifier {
     /// A verifier trusting `keys` (as root keys and as hop signers), refusing the tokens of
@@ -123,19 +140,24 @@ impl Verifier {
     /// Fails only if Biscuit cannot parse back its own printing of a key (it always can).
     pub fn new(keys: DelegationKeys, revocations: &RevocationList) -> Result<Self, VerifyError> {
         let (queries, chain_actor) = Self::parsed(&keys)?;
+        let policy = "allow if true;".to_owned();
+        let template = Self::template(&chain_actor, &DEFAULT_LIMITS, &policy)?;
         Ok(Self {
             keys,
             queries,
             chain_actor,
             revoked: revocations.ids(),
             limits: DEFAULT_LIMITS,
-            policy: "allow if true;".to_owned(),
+            policy,
             max_depth: None,
+            template,
+            cache: None,
         })
     }
 
     /// Replaces the run limits.
     pub fn with_limits(mut self, limits: AuthorizerLimits) -> Self {
+        self.template = self.template.set_limits(limits.clone());
         self.limits = limits;
         self
     }
@@ -153,11 +175,22 @@ impl Verifier {
     /// `subject`, `subject_type`, `subject_issuer`, `right` facts. Parsed now; a syntax error is
     /// returned with its position.
     pub fn with_policy(mut self, policy: &str) -> Result<Self, VerifyError> {
-        AuthorizerBuilder::new()
-            .code(policy)
-            .map_err(|e| VerifyError::Malformed(format!("resource server policy: {e}")))?;
+        self.template = Self::template(&self.chain_actor, &self.limits, policy)?;
         self.policy = policy.to_owned();
         Ok(self)
+    }
+
+    /// Keeps up to `capacity` verified tokens (0: none, the default), keyed by the SHA-256 of
+    /// the token text, so that a token presented again skips the checks of its signatures and
+    /// the reading of its chain, which only depend on the token and the keys: the cache is
+    /// emptied when the keys change ([`Verifier::set_keys`]) and shared by clones of this
+    /// verifier. Everything that depends on the request or on the current state is checked on
+    /// every call, exactly as without a cache: revocation, expiry, presenter, depth, the rights,
+    /// the checks of every block and the policy. Only tokens that verified are kept; the oldest
+    /// entry is dropped when it is full.
+    pub fn with_signature_cache(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| Arc::new(SignatureCache::new(capacity)));
+        self
     }
 
     /// Replaces the revocation list.
@@ -165,11 +198,21 @@ impl Verifier {
         self.revoked = revocations.ids();
     }
 
-    /// Replaces the keys.
+    /// Replaces the keys (and empties the signature cache).
     pub fn set_keys(&mut self, keys: DelegationKeys) -> Result<(), VerifyError> {
-        (self.queries, self.chain_actor) = Self::parsed(&keys)?;
+        let (queries, chain_actor) = Self::parsed(&keys)?;
+        self.template = Self::template(&chain_actor, &self.limits, &self.policy)?;
+        (self.queries, self.chain_actor) = (queries, chain_actor);
         self.keys = keys;
+        if let Some(cache) = &self.cache {
+            self.cache = Some(Arc::new(SignatureCache::new(cache.capacity())));
+        }
         Ok(())
+    }
+
+    /// The trusted keys.
+    pub fn keys(&self) -> &DelegationKeys {
+        &self.keys
     }
 
     /// The chain queries and the `chain_actor` rule for a key set, parsed once.
@@ -189,10 +232,24 @@ impl Verifier {
         Ok((queries, rule))
     }
 
-    /// Verifies `token` (base64url) for `request`: root key by id, every signature, the chain,
-    /// revocation, expiry, presenter binding, depth, rights and checks, then the policy.
-    pub fn verify(&self, token: &str, request: &Request<'_>) -> Result<Decision, VerifyError> {
-        let biscuit = Biscuit::from_base64(token.trim(), |id: Option<u32>| {
+    /// The authorizer without the request facts.
+    fn template(
+        chain_actor: &biscuit_auth::builder::Rule,
+        limits: &AuthorizerLimits,
+        policy: &str,
+    ) -> Result<AuthorizerBuilder, VerifyError> {
+        AuthorizerBuilder::new()
+            .set_limits(limits.clone())
+            .rule(chain_actor.clone())
+            .and_then(|b| b.check(RIGHTS_CHECK))
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?
+            .code(policy)
+            .map_err(|e| VerifyError::Malformed(format!("resource server policy: {e}")))
+    }
+
+    /// Parses `token` and checks every signature against the keys.
+    fn parse(&self, token: &str) -> Result<Biscuit, VerifyError> {
+        Biscuit::from_base64(token, |id: Option<u32>| {
             self.keys
                 .root_key(id)
                 .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
@@ -206,24 +263,60 @@ impl Verifier {
                 | biscuit_auth::error::Format::InvalidSignatureSize(_)),
             ) => VerifyError::Signature(f.to_string()),
             other => VerifyError::Malformed(other.to_string()),
-        })?;
-        let now = unix(request.now);
-        let mut builder = AuthorizerBuilder::new()
-            .set_limits(self.limits.clone())
+        })
+    }
+
+    /// Verifies `token` (base64url) for `request`: root key by id, every signature, the chain,
+    /// revocation, expiry, presenter binding, depth, rights and checks, then the policy.
+    pub fn verify(&self, token: &str, request: &Request<'_>) -> Result<Decision, VerifyError> {
+        let token = token.trim();
+        let cached = self.cache.as_ref().map(|c| (c, c.key(token)));
+        let hit = cached.as_ref().and_then(|(c, k)| c.get(k));
+        let fresh;
+        let biscuit = match &hit {
+            Some(v) => &v.biscuit,
+            None => {
+                fresh = self.parse(token)?;
+                &fresh
+            }
+        };
+        let mut authorizer = self
+            .template
+            .clone()
             .fact(fact("time", &[date(&request.now)]))
             .and_then(|b| b.fact(fact("operation", &[string(request.operation)])))
             .and_then(|b| b.fact(fact("presenter", &[string(request.presenter)])))
-            .and_then(|b| b.rule(self.chain_actor.clone()))
-            .and_then(|b| b.check("check if operation($op), right($op)"))
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?
+            .build(biscuit)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        builder = builder
-            .code(&self.policy)
-            .map_err(|e| VerifyError::Malformed(format!("resource server policy: {e}")))?;
-        let mut authorizer = builder
-            .build(&biscuit)
-            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let chain = read_chain_from(&mut authorizer, &biscuit, &self.queries)?;
+        let chain = match &hit {
+            Some(v) => v.chain.clone(),
+            None => {
+                let chain = read_chain_from(&mut authorizer, biscuit, &self.queries)?;
+                if let Some((cache, key)) = cached {
+                    cache.insert(
+                        key,
+                        Verified {
+                            biscuit: biscuit.clone(),
+                            chain: chain.clone(),
+                        },
+                    );
+                }
+                chain
+            }
+        };
+        self.decide(chain, &mut authorizer, biscuit, request)
+    }
 
+    /// The checks that depend on the request and the current state, in order.
+    fn decide(
+        &self,
+        chain: Chain,
+        authorizer: &mut biscuit_auth::Authorizer,
+        biscuit: &Biscuit,
+        request: &Request<'_>,
+    ) -> Result<Decision, VerifyError> {
+        let now = unix(request.now);
         let revoked = biscuit
             .revocation_identifiers()
             .into_iter()
