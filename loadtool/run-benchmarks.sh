@@ -2,13 +2,13 @@
 # Runs the agent benchmarks of docs/agent.md on this machine: starts signet-issuer and signet-agent
 # in a temporary directory (loopback and Unix sockets only), registers this user's processes
 # (unix:uid), and runs signet-loadtool fetch-x509 (1, 100, 1000 clients), jwt (cached, mint,
-# validate), entry-latency and rss.
+# validate), delegation (mint, delegate), entry-latency and rss.
 #
 #   loadtool/run-benchmarks.sh [PROFILE_DIR]     # default target/debug; build first:
 #   cargo build -p signet-issuer -p signet-agent -p signet-loadtool
 #
 # Environment: RSS_ENTRIES (default 10000), REQUESTS (default 2000 per client at 1 client, a tenth
-# of that at 100 clients, a hundredth at 1000), ONLY=rss|fetch|jwt|entry (one benchmark). Variables
+# of that at 100 clients, a hundredth at 1000), ONLY=rss|fetch|jwt|delegation|entry (one benchmark). Variables
 # such as MALLOC_ARENA_MAX are passed on to the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,17 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NODE_PORT=$(port)
 AGENT_HEALTH_PORT=$(port)
+mkdir -p "$DIR/policies"
+# The bench workload acts for itself and may hand its token to bench/worker.
+cat > "$DIR/policies/bench.datalog" <<'EOF'
+grant("bench:read") <- operation("mint"), actor("spiffe://example.org/bench/workload");
+grant("bench:read") <- operation("delegate"), next_actor("spiffe://example.org/bench/worker");
+max_ttl(300);
+max_depth(1);
+allow if operation("mint"), actor("spiffe://example.org/bench/workload"), subject("spiffe://example.org/bench/workload");
+allow if operation("delegate"), next_actor("spiffe://example.org/bench/worker");
+deny if true;
+EOF
 cat > "$DIR/issuer.toml" <<EOF
 trust_domain = "example.org"
 bind_address = "127.0.0.1:$NODE_PORT"
@@ -46,6 +57,8 @@ data_dir = "$DIR/issuer"
 log_level = "warn"
 [health]
 bind_address = "127.0.0.1:0"
+[delegation]
+policies_dir = "$DIR/policies"
 EOF
 cat > "$DIR/agent.toml" <<EOF
 trust_domain = "example.org"
@@ -99,6 +112,13 @@ echo "== JWT-SVIDs through the Workload API"
 "$LOAD" jwt --mode mint --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 20 > 0 ? REQUESTS / 20 : 1))"
 "$LOAD" jwt --mode validate --socket "$SOCK" --clients 1 --requests "$REQUESTS"
 "$LOAD" jwt --mode validate --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 10))"
+fi
+if want delegation; then
+echo "== delegation through the agent's delegation service"
+"$LOAD" delegation --mode mint --socket "$SOCK" --clients 1 --requests "$((REQUESTS / 2))"
+"$LOAD" delegation --mode mint --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 20 > 0 ? REQUESTS / 20 : 1))"
+"$LOAD" delegation --mode delegate --socket "$SOCK" --clients 1 --requests "$((REQUESTS / 2))"
+"$LOAD" delegation --mode delegate --socket "$SOCK" --clients 100 --requests "$((REQUESTS / 20 > 0 ? REQUESTS / 20 : 1))"
 fi
 if want entry; then
 echo "== new entry -> waiting stream"

@@ -10,6 +10,11 @@
 //!   (`Verifier::with_signature_cache`): no signature check, the chain from the cache, the
 //!   authorization (revocation, expiry, presenter, depth, rights, checks, policy) in full.
 //!
+//! Each case runs twice: group `delegation` measures wall-clock time (criterion's default),
+//! group `delegation_cpu` the CPU time of the benchmark thread (`CLOCK_THREAD_CPUTIME_ID`), which
+//! other processes competing for the cores do not inflate (they still share caches and, on SMT
+//! siblings, execution units): compare the two to see how loaded the machine was.
+//!
 //! Run: `cargo bench -p signet-delegation --bench delegation -- --warm-up-time 1 --measurement-time 3`
 
 #![allow(clippy::expect_used, missing_docs)]
@@ -19,7 +24,8 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::builder::Algorithm;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use signet_delegation::{
     Attenuation, DelegationKeys, HopRequest, KeyPair, MintRequest, Request, RevocationList,
     Subject, SubjectKind, Verifier, append_hop, attenuate, mint, read_chain,
@@ -30,7 +36,74 @@ fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).expect("SPIFFE ID")
 }
 
-fn bench(c: &mut Criterion) {
+/// The CPU time of the calling thread.
+struct ThreadCpu;
+
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+impl Measurement for ThreadCpu {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    #[allow(clippy::cast_precision_loss)]
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Nanoseconds, shown like criterion's wall-clock times (with "cpu" appended).
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns cpu")
+        } else if typical < 1e6 {
+            (1e-3, "µs cpu")
+        } else if typical < 1e9 {
+            (1e-6, "ms cpu")
+        } else {
+            (1e-9, "s cpu")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+    fn scale_throughputs(&self, _: f64, _: &Throughput, values: &mut [f64]) -> &'static str {
+        values.iter_mut().for_each(|v| *v = 0.0);
+        "n/a"
+    }
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn bench_wall(c: &mut Criterion) {
+    bench(c, "delegation");
+}
+
+fn bench_cpu(c: &mut Criterion<ThreadCpu>) {
+    bench(c, "delegation_cpu");
+}
+
+fn bench<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     let root = KeyPair::new_with_algorithm(Algorithm::Ed25519);
     let now = SystemTime::now();
     let rights: BTreeSet<String> = ["flights:read", "flights:book", "hotels:read"]
@@ -90,7 +163,7 @@ fn bench(c: &mut Criterion) {
     let keys = DelegationKeys::from_keys([(1, root.public())]);
     let verifier = Verifier::new(keys, &RevocationList::default()).expect("verifier");
 
-    let mut g = c.benchmark_group("delegation");
+    let mut g = c.benchmark_group(group);
     g.bench_function("mint_ed25519", |b| {
         b.iter(|| black_box(mint(&root, 1, black_box(&req)).expect("mint")))
     });
@@ -200,5 +273,10 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group!(wall, bench_wall);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = bench_cpu
+}
+criterion_main!(wall, cpu);

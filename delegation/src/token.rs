@@ -398,10 +398,12 @@ impl ChainQueries {
             ))?,
             names: rule("data($n) <- subject_name($n)")?,
             rights: rule("data($r) <- right($r)")?,
-            // Hops: from the third-party blocks signed by an issuer key only.
+            // Hops: from the third-party blocks signed by an issuer key only. `hop` first: only
+            // hop blocks state it, so the join starts from the fewest facts (`actor` is also in
+            // the authority block); the order does not change the result.
             hops: rule(&format!(
-                "data($n, $a, $id, $p, $by, $r, $t, $e) <- actor($n, $a), hop($n, $id, $p), \
-                 delegated_by($n, $by), hop_rights($n, $r), hop_time($n, $t), hop_expires($n, $e) {}",
+                "data($n, $a, $id, $p, $by, $r, $t, $e) <- hop($n, $id, $p), delegated_by($n, $by), \
+                 hop_time($n, $t), hop_expires($n, $e), hop_rights($n, $r), actor($n, $a) {}",
                 trusting(issuer_keys)
             ))?,
         })

@@ -1557,7 +1557,11 @@ ca_bundle_path = "/etc/signet/agents-ca.pem"
         let example = include_str!("../../deploy/issuer.toml");
         let start = example.find("# [[delegation.identity_providers]]").unwrap();
         let mut text = example.to_owned();
-        for line in example[start..].lines() {
+        // The table ends at the first blank line.
+        for line in example[start..]
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+        {
             let line = line.trim_start_matches("# ");
             if !line.starts_with("jwks_url") && !line.starts_with("jwks_ca_bundle_path") {
                 text.push_str(line);

@@ -6,6 +6,10 @@
 //! - `jwt --mode cached|mint|validate`: latency of `FetchJWTSVID` served from the agent's token
 //!   cache, `FetchJWTSVID` with a new audience per request (each one minted by the issuer over the
 //!   node API), and `ValidateJWTSVID` of one token; same clients/requests/percentiles.
+//! - `delegation --mode mint|delegate`: latency of the agent's delegation service: `Mint` (the
+//!   caller acts for itself; the issuer evaluates the policy and signs over the node API) and
+//!   `Delegate` of one minted token to `--to` (the issuer verifies the token, checks the holder
+//!   and the policy, and signs a third-party block); same clients/requests/percentiles.
 //! - `entry-latency`: time from `CreateEntry` (admin API) to the new SVID arriving on an open
 //!   `FetchX509SVID` stream of a matching workload (this process).
 //! - `rss`: the agent's resident memory per cached SVID: VmRSS of the agent before and after
@@ -23,10 +27,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hyper_util::rt::TokioIo;
 use signet_agent::cli::client::{
-    WorkloadClient, WorkloadEndpoint, jwt_svid_request, request, x509_svid_request,
+    DelegationClient, WorkloadClient, WorkloadEndpoint, jwt_svid_request, request,
+    x509_svid_request,
 };
 use signet_proto::admin as apb;
 use signet_proto::admin::admin_client::AdminClient;
+use signet_proto::delegation as dpb;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::stats::Summary;
@@ -59,6 +65,21 @@ enum Cmd {
         /// the issuer signs each token) or `validate` (ValidateJWTSVID of one token).
         #[arg(long, value_enum, default_value_t = JwtMode::Cached)]
         mode: JwtMode,
+        /// Socket, clients, requests, pacing, output.
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Delegation latency with concurrent clients: `mint` or `delegate` (of one minted token).
+    Delegation {
+        /// `mint` (a new token per request) or `delegate` (a hop of one token per request).
+        #[arg(long, value_enum, default_value_t = DelegationMode::Mint)]
+        mode: DelegationMode,
+        /// The identity that mints (and holds the token it delegates); default: the first.
+        #[arg(long, default_value = "")]
+        spiffe_id: String,
+        /// The next actor of `delegate`.
+        #[arg(long, default_value = "spiffe://example.org/bench/worker")]
+        to: String,
         /// Socket, clients, requests, pacing, output.
         #[command(flatten)]
         load: LoadArgs,
@@ -151,6 +172,15 @@ enum JwtMode {
     Validate,
 }
 
+/// What `delegation` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DelegationMode {
+    /// Mint: the caller acts for itself.
+    Mint,
+    /// Delegate one token to the next actor.
+    Delegate,
+}
+
 /// One kind of timed request.
 #[derive(Debug, Clone)]
 enum Op {
@@ -162,6 +192,16 @@ enum Op {
     FetchJwtMint(String),
     /// ValidateJWTSVID of this token for the audience `bench`.
     ValidateJwt(String),
+    /// Delegation `Mint` as this identity.
+    DelegationMint(String),
+    /// Delegation `Delegate` of (token, holder identity, next actor).
+    DelegationDelegate(zeroize::Zeroizing<String>, String, String),
+}
+
+/// One connection: the Workload API and the delegation service on the same channel.
+struct Conn {
+    w: WorkloadClient,
+    d: DelegationClient,
 }
 
 impl Op {
@@ -171,16 +211,19 @@ impl Op {
             Op::FetchJwtCached => "jwt-cached",
             Op::FetchJwtMint(_) => "jwt-mint",
             Op::ValidateJwt(_) => "jwt-validate",
+            Op::DelegationMint(_) => "delegation-mint",
+            Op::DelegationDelegate(..) => "delegation-delegate",
         }
     }
 
     /// Sends request `n` of client `client` and returns how long the answer took.
     async fn call(
         &self,
-        c: &mut WorkloadClient,
+        conn: &mut Conn,
         client: usize,
         n: usize,
     ) -> Result<Duration, tonic::Status> {
+        let c = &mut conn.w;
         let started = Instant::now();
         match self {
             Op::FetchX509 => {
@@ -204,6 +247,24 @@ impl Op {
                     svid: token.clone(),
                 }))
                 .await?;
+            }
+            Op::DelegationMint(id) => {
+                conn.d
+                    .mint(request(dpb::MintRequest {
+                        spiffe_id: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
+            }
+            Op::DelegationDelegate(token, id, to) => {
+                conn.d
+                    .delegate(request(dpb::DelegateRequest {
+                        spiffe_id: id.clone(),
+                        token: token.to_string(),
+                        next_actor: to.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
             }
         }
         Ok(started.elapsed())
@@ -240,11 +301,11 @@ async fn run(cmd: Cmd) -> Result<()> {
                 JwtMode::Mint => Op::FetchJwtMint(nonce()),
                 JwtMode::Validate => {
                     let mut c = workload(&load.socket).await?;
-                    let resp = c
-                        .fetch_jwtsvid(jwt_svid_request(vec!["bench".into()], String::new()))
-                        .await
-                        .map_err(|s| anyhow!("FetchJWTSVID: {:?} {}", s.code(), s.message()))?
-                        .into_inner();
+                    let resp =
+                        c.w.fetch_jwtsvid(jwt_svid_request(vec!["bench".into()], String::new()))
+                            .await
+                            .map_err(|s| anyhow!("FetchJWTSVID: {:?} {}", s.code(), s.message()))?
+                            .into_inner();
                     let token = resp
                         .svids
                         .into_iter()
@@ -252,6 +313,29 @@ async fn run(cmd: Cmd) -> Result<()> {
                         .ok_or_else(|| anyhow!("FetchJWTSVID returned no token"))?
                         .svid;
                     Op::ValidateJwt(token)
+                }
+            };
+            closed_loop(op, &load).await
+        }
+        Cmd::Delegation {
+            mode,
+            spiffe_id,
+            to,
+            load,
+        } => {
+            let op = match mode {
+                DelegationMode::Mint => Op::DelegationMint(spiffe_id),
+                DelegationMode::Delegate => {
+                    let mut c = workload(&load.socket).await?;
+                    let t =
+                        c.d.mint(request(dpb::MintRequest {
+                            spiffe_id: spiffe_id.clone(),
+                            ..Default::default()
+                        }))
+                        .await
+                        .map_err(|s| anyhow!("Mint: {:?} {}", s.code(), s.message()))?
+                        .into_inner();
+                    Op::DelegationDelegate(zeroize::Zeroizing::new(t.token), spiffe_id, to)
                 }
             };
             closed_loop(op, &load).await
@@ -328,8 +412,12 @@ fn pseudo_random() -> u32 {
         .unwrap_or(0)
 }
 
-async fn workload(socket: &str) -> Result<WorkloadClient> {
-    Ok(WorkloadEndpoint::parse(socket)?.connect().await?)
+async fn workload(socket: &str) -> Result<Conn> {
+    let channel = WorkloadEndpoint::parse(socket)?.channel().await?;
+    Ok(Conn {
+        w: WorkloadClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024),
+        d: DelegationClient::new(channel),
+    })
 }
 
 /// N clients, M requests each (back to back, or paced), of one kind; prints the latency
@@ -523,7 +611,7 @@ async fn entry_latency(
         let mut client = workload(socket).await?;
         let mut stream = tokio::time::timeout(AGENT_WAIT, async {
             loop {
-                match client.fetch_x509svid(x509_svid_request()).await {
+                match client.w.fetch_x509svid(x509_svid_request()).await {
                     Ok(s) => return Ok::<_, anyhow::Error>(s.into_inner()),
                     Err(s) if s.code() == tonic::Code::PermissionDenied => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -740,6 +828,7 @@ async fn rss(a: RssArgs) -> Result<()> {
     let mut client = workload(&a.socket).await?;
     let t = Instant::now();
     let mut stream = client
+        .w
         .fetch_x509svid(x509_svid_request())
         .await
         .map_err(|s| anyhow!("FetchX509SVID: {:?} {}", s.code(), s.message()))?

@@ -1,10 +1,13 @@
 //! What resource servers and workloads embed to verify Signet credentials.
 //!
-//! A server checks who calls it; a workload proves who it is. Both sides of that are here, with no
-//! network or file I/O and no Signet process to talk to: the caller hands over the tokens of a
-//! request and the trust bundles it already holds (from the Workload API, a bundle endpoint or a
-//! file), and gets back a verified SPIFFE ID or a precise error. This crate must not grow a
-//! transport, hold trust state of its own or accept a credential without its proof of possession.
+//! A server checks who calls it; a workload proves who it is. Both sides of that are here: the
+//! caller hands over the tokens of a request and the trust material it holds (trust bundles from
+//! the Workload API, a bundle endpoint or a file; the delegation keys), and gets back a verified
+//! SPIFFE ID, a verified delegation chain, or a precise error. The verifiers themselves do no
+//! network or file I/O and never accept a credential without its proof of possession. The one
+//! transport, [`delegation::DelegationKeySource`] (following the node agent's published
+//! delegation keys over its Unix socket), is behind the default `agent` feature; build with
+//! `default-features = false` for a crate without tokio or tonic.
 //!
 //! Today it holds the WIT-SVID profile (the incubating SPIFFE profile of the WIMSE Workload
 //! Identity Token) and its proof of possession, the WIMSE Workload Proof Token
@@ -21,13 +24,20 @@
 //!   ([`signet_spiffe::wit::validate_wit_svid`]), then the WPT against the WIT's `cnf.jwk`, its
 //!   audience, lifetime and token hashes, and a replay cache of WPT `jti`s.
 //!
-//! Delegation tokens (an agent acting on behalf of a user or another workload) will be verified
-//! here too, in a `delegation` module next to [`wpt`], with the same shape: the caller passes the
-//! tokens and the bundles, the crate returns the verified chain of identities.
+//! Delegation tokens ([`delegation`]): an AI agent acting on behalf of a user or another
+//! workload presents a Biscuit token that names the subject, every actor of the chain and the
+//! rights left. [`delegation::Verifier`] checks it for a request (keys, signatures, revocation,
+//! expiry, that the presenter is the last actor, depth, rights, the server's own policy) and
+//! returns the whole chain for the logs; [`delegation::DelegationKeySource`] keeps a verifier
+//! current with the agent's keys and revocations; [`delegation::presenter_from_peer_certificate`]
+//! names the presenter of a mutual TLS connection. See `docs/delegation.md`, "Verifying in a
+//! resource server".
 //!
-//! Cryptography is aws-lc-rs only. Private keys never appear in `Debug` output, and the copies
-//! this crate makes of them are zeroized.
+//! Cryptography is aws-lc-rs only, except for delegation tokens, whose signatures `biscuit-auth`
+//! checks with its own Ed25519 and P-256 code (an accepted exception). Private keys never appear
+//! in `Debug` output, and the copies this crate makes of them are zeroized.
 
+pub mod delegation;
 pub mod key;
 pub mod wpt;
 

@@ -146,7 +146,7 @@ fn read_stdin(what: &str) -> Result<Zeroizing<String>> {
 fn status_error(endpoint: &WorkloadEndpoint, s: &tonic::Status) -> anyhow::Error {
     match s.code() {
         Code::PermissionDenied if s.message() == NO_IDENTITY_ISSUED => anyhow!(
-            "the agent at {endpoint} issued no identity to this process: no registration entry matches it"
+            "the agent at {endpoint} issued no identity to this process ({NO_IDENTITY_ISSUED}): no registration entry matches it"
         ),
         Code::PermissionDenied => anyhow!("refused (PermissionDenied): {}", s.message()),
         Code::FailedPrecondition => {
@@ -155,6 +155,7 @@ fn status_error(endpoint: &WorkloadEndpoint, s: &tonic::Status) -> anyhow::Error
                 s.message()
             )
         }
+        Code::Unauthenticated => anyhow!("refused (Unauthenticated): {}", s.message()),
         Code::InvalidArgument => anyhow!("invalid request (InvalidArgument): {}", s.message()),
         Code::Unavailable => anyhow!(
             "the agent at {endpoint} is unavailable (Unavailable): {}",

@@ -19,8 +19,9 @@
 //!   per change. `FailedPrecondition` when delegation is off at the issuer.
 //!
 //! The issuer's answers pass through with their code and message (`PermissionDenied` with the
-//! policy's reason, `InvalidArgument`, `FailedPrecondition`); an issuer that cannot be reached
-//! gives `Unavailable`. Tokens and ID tokens are bearer credentials: they are kept in zeroizing
+//! policy's reason, `InvalidArgument`, `Unauthenticated` for an ID token or delegation token
+//! that does not verify, `FailedPrecondition`); an issuer that cannot be reached gives
+//! `Unavailable`. Tokens and ID tokens are bearer credentials: they are kept in zeroizing
 //! strings and never logged.
 
 use std::sync::Arc;
@@ -62,21 +63,9 @@ pub enum DelegationFailure {
 }
 
 impl DelegationFailure {
-    /// The status the workload receives.
+    /// The status the workload receives: the issuer's own, or `Unavailable`.
     pub fn to_status(&self) -> Status {
         match self {
-            // The entry is not (or no longer) this agent's: as for JWT-SVIDs.
-            DelegationFailure::Issuer {
-                code: Code::NotFound,
-                message,
-            } => Status::permission_denied(message.clone()),
-            // The issuer refused the agent's own credentials: nothing the workload can fix.
-            DelegationFailure::Issuer {
-                code: Code::Unauthenticated,
-                message,
-            } => Status::unavailable(format!(
-                "the issuer refused the agent's credentials: {message}"
-            )),
             DelegationFailure::Issuer { code, message } => Status::new(*code, message.clone()),
             DelegationFailure::Unavailable(m) => {
                 Status::unavailable(format!("cannot reach the issuer: {m}"))

@@ -102,14 +102,13 @@ pub(super) async fn trace(
     r: pb::TraceDelegationRequest,
 ) -> Result<pb::DelegationTrace, Status> {
     let (token_id, warning) = match (r.token_id.is_empty(), r.token.is_empty()) {
-        (false, true) => (r.token_id, None),
+        (false, false) => {
+            return Err(Status::invalid_argument("give token_id or token, not both"));
+        }
         (true, false) => crate::delegation::token_id_of(&r.token, delegation)
             .map_err(|e| Status::invalid_argument(format!("token: {e}")))?,
-        _ => {
-            return Err(Status::invalid_argument(
-                "exactly one of token_id and token is required",
-            ));
-        }
+        // An empty id is refused by the trace itself, naming it.
+        _ => (r.token_id, None),
     };
     match trace_token(store, &token_id).await {
         Ok(mut t) => {
