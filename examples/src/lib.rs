@@ -9,16 +9,15 @@
 //! - `flights-api`: the tool API, a resource server. It gets its X509-SVID and trust bundle from
 //!   the agent's Workload API, serves HTTPS with mutual TLS, takes the presenter's SPIFFE ID from
 //!   the client certificate and verifies the `Authorization: Delegation <token>` header with
-//!   [`signet_delegation::Verifier`], whose keys and revocations follow the agent's
-//!   `FetchDelegationKeys` stream ([`keys`]).
+//!   `signet_sdk::delegation`, whose `DelegationKeySource` follows the keys and revocations of
+//!   the agent's `FetchDelegationKeys` stream.
 //! - `travel-client`: a workload's call to the flights API over mTLS with a delegation token.
 //! - `travel-forge`: what an attacker does to a stolen token (rewrite its rights, append an
 //!   untrusted block), to show the refusals.
 //!
-//! This library holds what they share: the Workload API ([`workload`]), the rustls
-//! configurations ([`tls`]) and the delegation state ([`keys`]).
+//! This library holds what they share: the Workload API ([`workload`]) and the rustls
+//! configurations ([`tls`]).
 
-pub mod keys;
 pub mod tls;
 pub mod workload;
 

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -67,16 +67,6 @@ pub fn server_config(source: X509Source, trust_domain: TrustDomain) -> Result<Se
         }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// The SPIFFE ID of the peer of an authenticated connection (its leaf certificate's URI SAN).
-pub fn peer_id(conn: &rustls::CommonState) -> Result<SpiffeId> {
-    let leaf = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or_else(|| anyhow!("the peer presented no certificate"))?;
-    signet_spiffe::svid::spiffe_id_from_cert(leaf.as_ref())
-        .map_err(|e| anyhow!("the peer certificate has no SPIFFE ID: {e}"))
 }
 
 /// Authenticates clients against the current bundle of an [`X509Source`].

@@ -170,7 +170,8 @@ wait_for "signet-agent" "${PIDS[1]}" has_all_ids
 
 # --- the flights API ------------------------------------------------------------------------
 echo "==> starting flights-api as $FLIGHTS (mutual TLS, delegation keys from the agent)"
-"$BIN/flights-api" --listen 127.0.0.1:0 --spiffe-id "$FLIGHTS" --address-file "$WORK/flights.addr" \
+"$BIN/flights-api" --listen 127.0.0.1:0 --spiffe-id "$FLIGHTS" --policy "$HERE/flights-api.datalog" \
+    --address-file "$WORK/flights.addr" \
     > "$WORK/flights.log" 2> "$WORK/flights.err" &
 PIDS+=($!)
 wait_for "flights-api" "${PIDS[2]}" test -s "$WORK/flights.addr"

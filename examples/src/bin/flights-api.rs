@@ -7,8 +7,10 @@
 //!   SPIFFE ID (the certificate's URI SAN) is the **presenter**.
 //! - The delegation token is `Authorization: Delegation <token>`; the operation comes from the
 //!   request: `GET /flights` is `flights:read`, `POST /bookings` is `flights:book`.
-//! - [`signet_delegation::Verifier`] decides, with the keys and revocations streamed by the
-//!   agent's `FetchDelegationKeys` (replaced as each message arrives).
+//! - `signet_sdk::delegation` decides: its `DelegationKeySource` follows the agent's
+//!   `FetchDelegationKeys` stream (keys and revocations, a new `Verifier` as each message
+//!   arrives), and the verifier checks the token for the presenter and the operation, then the
+//!   API's own policy (`--policy`).
 //!
 //! It answers 200 with the decision (subject, chain, rights, expiry) or 403 with the reason, and
 //! prints each decision as one `DECISION: ...` line on stdout (never the token). Other logs go
@@ -21,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow};
-use arc_swap::ArcSwapOption;
 use clap::Parser;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -30,9 +31,10 @@ use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::{Value, json};
-use signet_delegation::{Decision, Request, VerifyError};
-use signet_examples::keys::{self, Options, Shared};
 use signet_examples::{AUTH_SCHEME, rfc3339, tls, unix_now, workload};
+use signet_sdk::delegation::{
+    Decision, DelegationKeySource, Request, VerifyError, presenter_from_peer_certificate,
+};
 use signet_spiffe::{SpiffeId, TrustDomain};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -54,6 +56,9 @@ struct Cli {
     /// Refuse chains with more hops than this, whatever the token allows.
     #[arg(long)]
     max_depth: Option<u32>,
+    /// The API's own Datalog policy (`allow if` / `deny if`), checked after the token's rights.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Once ready, write the bound address here (for scripts).
     #[arg(long)]
     address_file: Option<PathBuf>,
@@ -223,7 +228,7 @@ fn refused(
 fn handle(
     req: &hyper::Request<Incoming>,
     presenter: &SpiffeId,
-    state: &Shared,
+    keys: &DelegationKeySource,
 ) -> Response<Full<Bytes>> {
     let presenter = presenter.to_string();
     let Some(op) = operation(req.method(), req.uri().path()) else {
@@ -248,7 +253,7 @@ fn handle(
             "no `Authorization: Delegation <token>` header",
         );
     };
-    let Some(current) = state.load_full() else {
+    if !keys.is_ready() {
         return refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_keys",
@@ -256,13 +261,13 @@ fn handle(
             &presenter,
             "the delegation keys have not arrived yet",
         );
-    };
+    }
     let request = Request {
         presenter: &presenter,
         operation: op,
         now: SystemTime::now(),
     };
-    match current.verifier.verify(token, &request) {
+    match keys.verify(token, &request) {
         Ok(decision) => {
             log_allowed(&decision, &presenter);
             json_response(StatusCode::OK, &allowed_body(&decision, &presenter))
@@ -281,15 +286,23 @@ async fn serve(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    state: Shared,
+    keys: Arc<DelegationKeySource>,
 ) -> Result<()> {
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
         .await
         .map_err(|_| anyhow!("TLS handshake timed out"))?
         .context("TLS handshake")?;
-    let presenter = tls::peer_id(tls.get_ref().1)?;
+    // The handshake verified the client's X509-SVID; its leaf names the presenter.
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow!("the client presented no certificate"))?;
+    let presenter = presenter_from_peer_certificate(leaf.as_ref())
+        .map_err(|e| anyhow!("the client certificate names no workload: {e}"))?;
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let response = handle(&req, &presenter, &state);
+        let response = handle(&req, &presenter, &keys);
         async move { Ok::<_, Infallible>(response) }
     });
     hyper::server::conn::http1::Builder::new()
@@ -298,30 +311,49 @@ async fn serve(
         .with_context(|| format!("connection from {peer}"))
 }
 
+/// Logs each new delegation state the source applies (a key rotation, a revocation).
+async fn log_states(keys: Arc<DelegationKeySource>) {
+    let mut next = 0;
+    loop {
+        match keys
+            .wait_for_sequence(next, Duration::from_secs(3600))
+            .await
+        {
+            Ok(()) => {
+                if let Some(seq) = keys.sequence() {
+                    eprintln!(
+                        "flights-api: delegation keys and revocations of sequence {seq} in force"
+                    );
+                    next = seq + 1;
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let endpoint = workload::endpoint(cli.socket_path.as_deref())?;
     let trust_domain =
         TrustDomain::new(&cli.trust_domain).map_err(|e| anyhow!("--trust-domain: {e}"))?;
     let source = workload::source(&endpoint, Some(&cli.spiffe_id)).await?;
 
-    let state: Shared = Arc::new(ArcSwapOption::empty());
-    let options = Options {
-        max_depth: cli.max_depth,
-    };
-    tokio::spawn(keys::follow(
-        "flights-api",
-        endpoint.clone(),
-        state.clone(),
-        options,
-    ));
-    let wait = async {
-        while state.load().is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(workload::TIMEOUT, wait)
+    let mut builder = DelegationKeySource::builder().endpoint(endpoint.clone());
+    if let Some(max) = cli.max_depth {
+        builder = builder.max_depth(max);
+    }
+    if let Some(path) = &cli.policy {
+        let policy = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        builder = builder
+            .policy(&policy)
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    let keys = Arc::new(builder.start()?);
+    keys.wait_ready(workload::TIMEOUT)
         .await
-        .map_err(|_| anyhow!("no delegation keys from the agent at {endpoint} within {:?} (is [delegation] on at the issuer?)", workload::TIMEOUT))?;
+        .context("is [delegation] on at the issuer?")?;
+    tokio::spawn(log_states(keys.clone()));
 
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(source, trust_domain.clone())?));
     let listener = TcpListener::bind(cli.listen)
@@ -340,9 +372,9 @@ async fn run(cli: Cli) -> Result<()> {
     );
     loop {
         let (tcp, peer) = listener.accept().await.context("accept")?;
-        let (acceptor, state) = (acceptor.clone(), state.clone());
+        let (acceptor, keys) = (acceptor.clone(), keys.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve(tcp, peer, acceptor, state).await {
+            if let Err(e) = serve(tcp, peer, acceptor, keys).await {
                 eprintln!("flights-api: {e:#}");
             }
         });
