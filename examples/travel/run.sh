@@ -169,7 +169,7 @@ has_all_ids() {
 wait_for "signet-agent" "${PIDS[1]}" has_all_ids
 
 # --- the flights API ------------------------------------------------------------------------
-echo "==> starting flights-api as $FLIGHTS (mutual TLS, delegation keys from the agent)"
+echo "==> starting flights-api as $FLIGHTS (mutual TLS, delegation keys from the agent, policy flights-api.datalog)"
 "$BIN/flights-api" --listen 127.0.0.1:0 --spiffe-id "$FLIGHTS" --policy "$HERE/flights-api.datalog" \
     --address-file "$WORK/flights.addr" \
     > "$WORK/flights.log" 2> "$WORK/flights.err" &
