@@ -38,6 +38,8 @@ use crate::idp::IdentityProviders;
 pub const KEYS_JOURNAL: &str = "delegation";
 /// Store journal of the revocation list.
 pub const REVOCATIONS_JOURNAL: &str = "delegation_revocations";
+/// Tokens whose verified signatures the issuer's own verifier keeps.
+const VERIFIER_CACHE: usize = 256;
 /// How often the policy files and the stored revocation list are looked at.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -188,6 +190,8 @@ pub struct Delegation {
     policy: RwLock<LoadedPolicy>,
     revocations: RwLock<Arc<RevocationList>>,
     verifier: RwLock<Option<CachedVerifier>>,
+    /// The published keys and the key sequence they are for.
+    published: RwLock<Option<(u64, DelegationKeys)>>,
     max_token_ttl: Duration,
     store: Arc<dyn Store>,
     identity_providers: Arc<IdentityProviders>,
@@ -287,6 +291,7 @@ impl Delegation {
             }),
             revocations: RwLock::new(Arc::new(revocations)),
             verifier: RwLock::new(None),
+            published: RwLock::new(None),
             max_token_ttl: settings.max_token_ttl,
             store,
             identity_providers,
@@ -313,6 +318,12 @@ impl Delegation {
 
     /// The published keys, as verifiers trust them.
     pub fn published_keys(&self) -> DelegationKeys {
+        let sequence = self.keys.sequence();
+        if let Some((seq, keys)) = read_lock(&self.published).as_ref()
+            && *seq == sequence
+        {
+            return keys.clone();
+        }
         let infos = self
             .keys
             .keys()
@@ -330,7 +341,13 @@ impl Delegation {
                 not_after: i64::try_from(unix(k.not_after)).unwrap_or(i64::MAX),
             })
             .collect();
-        DelegationKeys::from_infos(infos, self.keys.sequence()).unwrap_or_default()
+        let keys = DelegationKeys::from_infos(infos, sequence).unwrap_or_else(|e| {
+            // The key manager's own keys always parse; publish nothing rather than a wrong set.
+            tracing::error!(error = %e, "cannot publish the delegation keys");
+            DelegationKeys::default()
+        });
+        *write_lock(&self.published) = Some((sequence, keys.clone()));
+        keys
     }
 
     /// The revocation list.
@@ -362,7 +379,10 @@ impl Delegation {
         }
         let verifier = Arc::new(
             Verifier::new(self.published_keys(), &revocations)
-                .map_err(|e| DelegationError::Internal(e.to_string()))?,
+                .map_err(|e| DelegationError::Internal(e.to_string()))?
+                // A hop authorizes each of its rights on the same token: its signatures are
+                // checked once.
+                .with_signature_cache(VERIFIER_CACHE),
         );
         *write_lock(&self.verifier) = Some(CachedVerifier {
             keys_sequence,
@@ -514,42 +534,18 @@ impl Delegation {
     /// Mints a token for a subject, first actor `input.actor`, as the policy allows. Every
     /// outcome is audited.
     pub async fn mint(&self, input: MintInput<'_>) -> Result<Issued, DelegationError> {
-        let now = SystemTime::now();
-        let result = self.mint_inner(&input, now).await;
-        let (subject, outcome, details) = match &result {
-            Ok((issued, reason)) => (
-                issued.chain.subject.id.clone(),
-                "ok",
-                produced_details(&issued.chain, &input.actor.to_string(), reason),
-            ),
-            Err((subject, e)) => (
-                subject.clone().unwrap_or_default(),
-                "denied",
-                json!({
-                    "operation": "mint",
-                    "actor": input.actor.to_string(),
-                    "rights": input.rights,
-                    "error": e.code(),
-                    "reason": e.to_string(),
-                }),
-            ),
-        };
-        let kind = if outcome == "ok" {
-            input.audit_kind
-        } else {
-            KIND_DENIED
-        };
-        crate::audit::record(
-            self.store.as_ref(),
-            kind,
-            input.requested_by,
-            &subject,
-            outcome,
-            details,
-        )
-        .await;
+        let result = self.mint_inner(&input, SystemTime::now()).await;
+        let actor = input.actor.to_string();
         match result {
-            Ok((issued, _)) => {
+            Ok((issued, reason)) => {
+                self.audit_produced(
+                    input.audit_kind,
+                    input.requested_by,
+                    &issued,
+                    &actor,
+                    &reason,
+                )
+                .await;
                 tracing::info!(
                     token_id = issued.chain.token_id(),
                     subject = %issued.chain.subject.id,
@@ -558,11 +554,62 @@ impl Delegation {
                 );
                 Ok(issued)
             }
-            Err((_, e)) => {
+            Err((subject, e)) => {
+                let details = json!({
+                    "operation": "mint",
+                    "actor": actor,
+                    "rights": input.rights,
+                });
+                self.audit_denied(input.requested_by, subject.as_deref(), details, &e)
+                    .await;
                 tracing::info!(actor = %input.actor, error = %e, "delegation mint refused");
                 Err(e)
             }
         }
+    }
+
+    /// Audits a token made by a mint, hop or exchange.
+    async fn audit_produced(
+        &self,
+        kind: &str,
+        requested_by: &str,
+        issued: &Issued,
+        authorized_by: &str,
+        policy: &str,
+    ) {
+        let chain = &issued.chain;
+        crate::audit::record(
+            self.store.as_ref(),
+            kind,
+            requested_by,
+            &chain.subject.id,
+            "ok",
+            produced_details(chain, authorized_by, policy),
+        )
+        .await;
+    }
+
+    /// Audits a refusal (`delegation.denied`): `details` and the error.
+    async fn audit_denied(
+        &self,
+        requested_by: &str,
+        subject: Option<&str>,
+        mut details: serde_json::Value,
+        e: &DelegationError,
+    ) {
+        if let Some(o) = details.as_object_mut() {
+            o.insert("error".into(), e.code().into());
+            o.insert("reason".into(), e.to_string().into());
+        }
+        crate::audit::record(
+            self.store.as_ref(),
+            KIND_DENIED,
+            requested_by,
+            subject.unwrap_or_default(),
+            "denied",
+            details,
+        )
+        .await;
     }
 
     async fn mint_inner(
@@ -655,16 +702,21 @@ impl Delegation {
         presenter: &SpiffeId,
         now: SystemTime,
     ) -> Result<Chain, DelegationError> {
+        self.verify_held_parsed(token, presenter, now)
+            .map(|(_, chain)| chain)
+    }
+
+    /// [`Delegation::verify_held`], also returning the parsed token.
+    fn verify_held_parsed(
+        &self,
+        token: &str,
+        presenter: &SpiffeId,
+        now: SystemTime,
+    ) -> Result<(Biscuit, Chain), DelegationError> {
         let keys = self.published_keys();
-        let biscuit = Biscuit::from_base64(token.trim(), |id: Option<u32>| {
-            keys.root_key(id)
-                .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
-        })
-        .map_err(|e| {
+        let (biscuit, chain) = parse_verified(token, &keys).map_err(|e| {
             DelegationError::InvalidToken(format!("the delegation token does not verify: {e}"))
         })?;
-        let chain = token::read_chain(&biscuit, &keys.public_keys())
-            .map_err(|e| DelegationError::InvalidToken(e.to_string()))?;
         let revoked = self.revocations().ids();
         if let Some(id) = biscuit
             .revocation_identifiers()
@@ -699,53 +751,23 @@ impl Delegation {
                 .to_string(),
             ));
         }
-        Ok(chain)
+        Ok((biscuit, chain))
     }
 
     /// Appends a hop for the token's holder, as the policy allows. Every outcome is audited.
     pub async fn delegate(&self, input: DelegateInput<'_>) -> Result<Issued, DelegationError> {
-        let now = SystemTime::now();
-        let result = self.delegate_inner(&input, now);
-        let (subject, outcome, details) = match &result {
-            Ok((issued, reason)) => (
-                issued.chain.subject.id.clone(),
-                "ok",
-                produced_details(&issued.chain, &input.holder.to_string(), reason),
-            ),
-            Err((parent, e)) => (
-                parent
-                    .as_ref()
-                    .map(|c| c.subject.id.clone())
-                    .unwrap_or_default(),
-                "denied",
-                json!({
-                    "operation": "delegate",
-                    "actor": input.holder.to_string(),
-                    "next_actor": input.next_actor.to_string(),
-                    "parent_token_id": parent.as_ref().map(|c| c.token_id().to_owned()),
-                    "chain": parent.as_ref().map(|c| c.actors()),
-                    "rights": input.rights,
-                    "error": e.code(),
-                    "reason": e.to_string(),
-                }),
-            ),
-        };
-        let kind = if outcome == "ok" {
-            input.audit_kind
-        } else {
-            KIND_DENIED
-        };
-        crate::audit::record(
-            self.store.as_ref(),
-            kind,
-            input.requested_by,
-            &subject,
-            outcome,
-            details,
-        )
-        .await;
+        let result = self.delegate_inner(&input, SystemTime::now());
+        let holder = input.holder.to_string();
         match result {
-            Ok((issued, _)) => {
+            Ok((issued, reason)) => {
+                self.audit_produced(
+                    input.audit_kind,
+                    input.requested_by,
+                    &issued,
+                    &holder,
+                    &reason,
+                )
+                .await;
                 tracing::info!(
                     token_id = issued.chain.token_id(),
                     subject = %issued.chain.subject.id,
@@ -755,7 +777,18 @@ impl Delegation {
                 );
                 Ok(issued)
             }
-            Err((_, e)) => {
+            Err((parent, e)) => {
+                let details = json!({
+                    "operation": "delegate",
+                    "actor": holder,
+                    "next_actor": input.next_actor.to_string(),
+                    "parent_token_id": parent.as_ref().map(|c| c.token_id().to_owned()),
+                    "chain": parent.as_ref().map(|c| c.actors()),
+                    "rights": input.rights,
+                });
+                let subject = parent.as_ref().map(|c| c.subject.id.as_str());
+                self.audit_denied(input.requested_by, subject, details, &e)
+                    .await;
                 tracing::info!(
                     holder = %input.holder,
                     next_actor = %input.next_actor,
@@ -773,8 +806,8 @@ impl Delegation {
         now: SystemTime,
     ) -> Result<(Issued, String), HopRefusal> {
         Self::check_rights(&input.rights).map_err(|e| (None, e))?;
-        let chain = self
-            .verify_held(input.token, input.holder, now)
+        let (biscuit, chain) = self
+            .verify_held_parsed(input.token, input.holder, now)
             .map_err(|e| (None, e))?;
         let parent = Some(Box::new(chain.clone()));
         let fail = |e: DelegationError| (parent.clone(), e);
@@ -887,12 +920,6 @@ impl Delegation {
             .keys
             .signer(now)
             .map_err(|e| fail(DelegationError::Internal(e.to_string())))?;
-        let keys = self.published_keys();
-        let biscuit = Biscuit::from_base64(input.token.trim(), |id: Option<u32>| {
-            keys.root_key(id)
-                .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
-        })
-        .map_err(|e| fail(DelegationError::InvalidToken(e.to_string())))?;
         let appended = token::append_hop(
             &biscuit,
             &chain,
@@ -999,15 +1026,8 @@ pub fn token_id_of(
 ) -> Result<(String, Option<String>), String> {
     let mut why = "delegation is not configured on this issuer".to_owned();
     if let Some(d) = delegation {
-        let keys = d.published_keys();
-        match Biscuit::from_base64(token.trim(), |id: Option<u32>| {
-            keys.root_key(id)
-                .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|b| token::read_chain(&b, &keys.public_keys()).map_err(|e| e.to_string()))
-        {
-            Ok(chain) => return Ok((chain.token_id().to_owned(), None)),
+        match parse_verified(token, &d.published_keys()) {
+            Ok((_, chain)) => return Ok((chain.token_id().to_owned(), None)),
             Err(e) => why = e,
         }
     }
@@ -1044,6 +1064,18 @@ fn quoted_after(src: &str, prefix: &str) -> Option<String> {
     let start = src.find(prefix)? + prefix.len();
     let end = src[start..].find('"')?;
     Some(src[start..start + end].to_owned())
+}
+
+/// Parses `token` (base64url) with the root key it names among `keys`, checks every signature
+/// and reads its trusted chain.
+fn parse_verified(token: &str, keys: &DelegationKeys) -> Result<(Biscuit, Chain), String> {
+    let biscuit = Biscuit::from_base64(token.trim(), |id: Option<u32>| {
+        keys.root_key(id)
+            .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
+    })
+    .map_err(|e| e.to_string())?;
+    let chain = token::read_chain(&biscuit, &keys.public_keys()).map_err(|e| e.to_string())?;
+    Ok((biscuit, chain))
 }
 
 /// A refused hop: the parent's chain when the token verified (for the audit event), and why.

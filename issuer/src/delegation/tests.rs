@@ -97,6 +97,12 @@ impl Fixture {
             .await
     }
 
+    /// The planner mints for the `users/alice-app` workload with rights `r`.
+    async fn planner_mint(&self, r: &[&str]) -> Result<Issued, DelegationError> {
+        let subject = id("spiffe://example.org/users/alice-app");
+        self.mint(&subject, "spiffe://example.org/planner", r).await
+    }
+
     async fn hop(
         &self,
         token: &str,
@@ -118,11 +124,7 @@ impl Fixture {
     }
 
     async fn chain(&self) -> (Issued, Issued, Issued) {
-        let subject = id("spiffe://example.org/users/alice-app");
-        let t0 = self
-            .mint(&subject, "spiffe://example.org/planner", &["flights:read"])
-            .await
-            .unwrap();
+        let t0 = self.planner_mint(&["flights:read"]).await.unwrap();
         let t1 = self
             .hop(
                 &t0.token,
@@ -239,11 +241,7 @@ async fn a_hop_by_a_workload_that_is_not_the_holder_is_refused_and_audited() {
 #[tokio::test]
 async fn asking_for_a_right_the_token_does_not_carry_is_widening() {
     let f = fixture().await;
-    let subject = id("spiffe://example.org/users/alice-app");
-    let t0 = f
-        .mint(&subject, "spiffe://example.org/planner", &["flights:read"])
-        .await
-        .unwrap();
+    let t0 = f.planner_mint(&["flights:read"]).await.unwrap();
     let e = f
         .hop(
             &t0.token,
@@ -259,13 +257,8 @@ async fn asking_for_a_right_the_token_does_not_carry_is_widening() {
 #[tokio::test]
 async fn a_right_the_policy_does_not_grant_the_next_actor_is_denied() {
     let f = fixture().await;
-    let subject = id("spiffe://example.org/users/alice-app");
     let t0 = f
-        .mint(
-            &subject,
-            "spiffe://example.org/planner",
-            &["flights:read", "flights:book"],
-        )
+        .planner_mint(&["flights:read", "flights:book"])
         .await
         .unwrap();
     let e = f
@@ -294,13 +287,8 @@ async fn a_right_the_policy_does_not_grant_the_next_actor_is_denied() {
 #[tokio::test]
 async fn an_offline_attenuation_binds_later_hops() {
     let f = fixture().await;
-    let subject = id("spiffe://example.org/users/alice-app");
     let t0 = f
-        .mint(
-            &subject,
-            "spiffe://example.org/planner",
-            &["flights:read", "flights:book"],
-        )
+        .planner_mint(&["flights:read", "flights:book"])
         .await
         .unwrap();
     let keys = f.d.published_keys();
@@ -470,11 +458,7 @@ async fn revoking_a_token_revokes_every_token_derived_from_it() {
 #[tokio::test]
 async fn a_tampered_token_is_refused() {
     let f = fixture().await;
-    let subject = id("spiffe://example.org/users/alice-app");
-    let t0 = f
-        .mint(&subject, "spiffe://example.org/planner", &["flights:read"])
-        .await
-        .unwrap();
+    let t0 = f.planner_mint(&["flights:read"]).await.unwrap();
     let mut bytes = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE,
         t0.token.as_str(),
